@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef MSB_CLI_H
+#define MSB_CLI_H
+
+#include <msb/msb.h>
+
+/* Exit statuses: 0 success, 1 failure at run time, 2 bad input. */
+#define EXIT_USAGE 2
+
+struct cli_command {
+	const char *name;
+	const char *args;    /* "IMAGE [OPTIONS] [-- COMMAND...]" */
+	const char *summary; /* one line */
+	int (*run)(const struct cli_command *cmd, int argc, char **argv);
+	void (*help)(const struct cli_command *cmd);
+};
+
+/* Print "msb: <message>" and exit with status; only the CLI ever exits. */
+__attribute__((noreturn, format(printf, 2, 3))) void die(int status, const char *fmt, ...);
+/* Exit 2 for bad input: the message names the bad token and what was expected. */
+__attribute__((noreturn)) void die_input(const struct msb_error *err);
+
+const struct cli_command *cli_commands(void);
+
+/* Command families, one file each. */
+int cmd_version(const struct cli_command *cmd, int argc, char **argv);
+int cmd_plugins(const struct cli_command *cmd, int argc, char **argv);
+void help_plugins(const struct cli_command *cmd);
+int cmd_create(const struct cli_command *cmd, int argc, char **argv);
+int cmd_run(const struct cli_command *cmd, int argc, char **argv);
+void help_sandbox(const struct cli_command *cmd);
+void help_simple(const struct cli_command *cmd);
+
+#endif

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * msb create / msb run: command-line flags become spec options (the table in
+ * core/spec.c), the spec is validated as a whole, the modules it names are
+ * resolved, and then — with --dry-run — it is printed.  Bad input of any kind
+ * exits 2 with one line and leaves nothing behind.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "host.h"
+#include "modules.h"
+#include "spec.h"
+#include "suggest.h"
+
+struct sandbox_args {
+	struct msb_spec *spec;
+	int dry_run;
+	int json;
+	int is_run;
+};
+
+void help_sandbox(const struct cli_command *cmd)
+{
+	printf("Usage: msb %s %s\n\n%s.\n\nOptions:\n", cmd->name, cmd->args, cmd->summary);
+	for (const struct msb_spec_option *o = msb_spec_options(); o->name; o++) {
+		char left[64];
+		if (o->short_name)
+			snprintf(left, sizeof(left), "-%c, --%s%s%s", o->short_name, o->name,
+			         o->metavar ? " " : "", o->metavar ? o->metavar : "");
+		else
+			snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->metavar ? " " : "",
+			         o->metavar ? o->metavar : "");
+		printf("  %-40s %s%s\n", left, o->help, o->arg == MSB_OPT_REPEAT ? " (repeatable)" : "");
+	}
+	printf("  %-40s %s\n  %-40s %s\n", "    --dry-run",
+	       "validate and print the spec; create nothing", "    --json",
+	       "with --dry-run: print the spec as JSON");
+	printf("\nSizes: 512M, 1G (K, M, G, T are powers of 1024). Durations: 30s, 5m, 1h30m.\n"
+	       "Net rules: <allow|deny>[:<egress|ingress|any>]@<target>[:<proto>[:<ports>]],\n"
+	       "  e.g. allow@public:tcp:443,allow@host:udp:53 (docs/network-rules.md).\n");
+}
+
+static const struct msb_spec_option *find_short(char c)
+{
+	for (const struct msb_spec_option *o = msb_spec_options(); o->name; o++)
+		if (o->short_name == c)
+			return o;
+	return NULL;
+}
+
+__attribute__((noreturn)) static void unknown_option(const char *arg)
+{
+	const char *names[64];
+	char dashed[64][40];
+	size_t n = 0;
+	for (const struct msb_spec_option *o = msb_spec_options(); o->name && n < 60; o++) {
+		snprintf(dashed[n], sizeof(dashed[n]), "--%s", o->name);
+		names[n] = dashed[n];
+		n++;
+	}
+	names[n++] = "--dry-run";
+	names[n++] = "--json";
+	names[n] = NULL;
+	char word[64];
+	snprintf(word, sizeof(word), "%.*s", (int)strcspn(arg, "="), arg);
+	const char *m = msb_suggest(word, names);
+	if (m)
+		die(EXIT_USAGE, "unknown option '%s'; did you mean '%s'?", word, m);
+	die(EXIT_USAGE, "unknown option '%s' (see msb create --help)", word);
+}
+
+static void apply(struct msb_spec *spec, const char *name, const char *value)
+{
+	struct msb_error err = MSB_ERROR_INIT;
+	if (msb_spec_set(spec, name, value, &err) < 0)
+		die_input(&err);
+}
+
+static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i];
+		if (!strcmp(arg, "--")) {
+			if (!a->is_run)
+				die(EXIT_USAGE, "%s: unexpected '--' (a command is given to msb run or "
+				                "msb exec, not msb create)",
+				    cmdname);
+			if (i + 1 >= argc)
+				die(EXIT_USAGE, "%s: no command after '--' (expected -- COMMAND [ARG...])",
+				    cmdname);
+			struct msb_error err = MSB_ERROR_INIT;
+			if (msb_spec_set_command(a->spec, argv + i + 1, (size_t)(argc - i - 1), &err) < 0)
+				die_input(&err);
+			return;
+		}
+		if (!strcmp(arg, "--dry-run")) {
+			a->dry_run = 1;
+			continue;
+		}
+		if (!strcmp(arg, "--json")) {
+			a->json = 1;
+			continue;
+		}
+		const struct msb_spec_option *o = NULL;
+		const char *value = NULL;
+		if (arg[0] == '-' && arg[1] == '-') {
+			const char *eq = strchr(arg, '=');
+			char name[64];
+			size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+			if (len == 0 || len >= sizeof(name))
+				unknown_option(arg);
+			memcpy(name, arg + 2, len);
+			name[len] = '\0';
+			o = msb_spec_option_find(name);
+			if (!o)
+				unknown_option(arg);
+			if (eq) {
+				if (o->arg == MSB_OPT_FLAG)
+					die(EXIT_USAGE, "--%s takes no value (got '%s')", o->name, eq + 1);
+				value = eq + 1;
+			}
+		} else if (arg[0] == '-' && arg[1]) {
+			o = find_short(arg[1]);
+			if (!o) {
+				char s[3] = {'-', arg[1], 0};
+				unknown_option(s);
+			}
+			if (arg[2])
+				value = arg + 2;
+		} else {
+			if (a->spec->image || a->spec->rootfs)
+				die(EXIT_USAGE,
+				    "%s: unexpected argument '%s' (expected one IMAGE%s)", cmdname, arg,
+				    a->is_run ? "; put the command after --" : "");
+			apply(a->spec, "image", arg);
+			continue;
+		}
+		if (o->arg != MSB_OPT_FLAG && !value) {
+			if (i + 1 >= argc)
+				die(EXIT_USAGE, "--%s needs a value (expected %s)", o->name, o->metavar);
+			value = argv[++i];
+		}
+		apply(a->spec, o->name, value);
+	}
+}
+
+static void print_human(const struct msb_spec *s, const struct msb_module *mods[MSB_SLOT_COUNT])
+{
+	printf("%-10s %s\n", "sandbox", s->name ? s->name : "(unnamed: ephemeral)");
+	if (s->image)
+		printf("%-10s %s\n", "image", s->image);
+	else
+		printf("%-10s %s\n", "rootfs", s->rootfs);
+	if (s->ncommand) {
+		printf("%-10s", "command");
+		for (size_t i = 0; i < s->ncommand; i++)
+			printf(" %s", s->command[i]);
+		printf("\n");
+	}
+	printf("%-10s %u vCPU%s, %llu MiB\n", "resources", s->cpus, s->cpus == 1 ? "" : "s",
+	       (unsigned long long)(s->memory >> 20));
+	if (s->no_net) {
+		printf("%-10s none (--no-net: no network device)\n", "network");
+	} else {
+		printf("%-10s default egress %s\n", "network",
+		       s->egress == MSB_EGRESS_ALLOW ? "allow" : "deny");
+		for (size_t i = 0; i < s->nrules; i++) {
+			char text[512];
+			if (msb_net_rule_format(&s->rules[i], text, sizeof(text)) < 0)
+				snprintf(text, sizeof(text), "?");
+			printf("%-10s %zu. %s\n", "  rule", i + 1, text);
+		}
+		for (size_t i = 0; i < s->npublish; i++) {
+			const struct msb_publish *p = &s->publish[i];
+			int v6 = strchr(p->address, ':') != NULL;
+			printf("%-10s %s%s%s:%u -> guest %u/%s\n", "  publish", v6 ? "[" : "",
+			       p->address, v6 ? "]" : "", p->host_port, p->guest_port,
+			       p->udp ? "udp" : "tcp");
+		}
+	}
+	printf("%-10s %s\n", "user", s->user ? s->user : "(image default)");
+	printf("%-10s %s\n", "security", s->security == MSB_SECURITY_RESTRICTED ? "restricted"
+	                                                                         : "default");
+	if (s->workdir)
+		printf("%-10s %s\n", "workdir", s->workdir);
+	for (size_t i = 0; i < s->nvolumes; i++)
+		printf("%-10s %s%s -> %s (%s%s)\n", "volume", s->volumes[i].named ? "volume " : "",
+		       s->volumes[i].source, s->volumes[i].target,
+		       s->volumes[i].read_only ? "ro" : "rw", s->volumes[i].noexec ? ",noexec" : "");
+	for (size_t i = 0; i < s->nsecrets; i++) {
+		printf("%-10s %s, only at ", "secret", s->secrets[i].env);
+		for (size_t j = 0; j < s->secrets[i].nhosts; j++)
+			printf("%s%s", j ? ", " : "", s->secrets[i].hosts[j]);
+		printf(" (value from %s%s)\n", s->secrets[i].file ? "file " : "the host environment",
+		       s->secrets[i].file ? s->secrets[i].file : "");
+	}
+	for (size_t i = 0; i < s->nenv; i++) {
+		/* Show names only: values may be sensitive even if not secrets. */
+		printf("%-10s %.*s=...\n", "env", (int)strcspn(s->env[i], "="), s->env[i]);
+	}
+	if (s->idle_timeout_ms || s->max_duration_ms)
+		printf("%-10s idle timeout %llu s, max duration %llu s\n", "lifetime",
+		       (unsigned long long)(s->idle_timeout_ms / 1000),
+		       (unsigned long long)(s->max_duration_ms / 1000));
+	else
+		printf("%-10s no limits\n", "lifetime");
+	static const char *const slot_label[MSB_SLOT_COUNT] = {"hypervisor", "network",
+	                                                       "storage", "secrets"};
+	for (int slot = 0; slot < MSB_SLOT_COUNT; slot++)
+		printf("%-10s %s %s %s (%s)\n", "module", slot_label[slot], mods[slot]->name,
+		       mods[slot]->version, mods[slot]->file);
+	printf("%-10s %s\n", "kernel", s->kernel ? s->kernel : "(msb's guest kernel)");
+	printf("\ndry run: nothing was created\n");
+}
+
+static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
+{
+	struct sandbox_args a = {.spec = msb_spec_new(), .is_run = is_run};
+	if (!a.spec)
+		die(1, "out of memory");
+	parse_args(&a, cmdname, argc, argv);
+	if (a.json && !a.dry_run)
+		die(EXIT_USAGE, "%s: --json is only for --dry-run", cmdname);
+	struct msb_error err = MSB_ERROR_INIT;
+	if (msb_spec_validate(a.spec, &err) < 0)
+		die_input(&err);
+	struct msb_registry reg = {0};
+	cli_load_registry(&reg, 1);
+	const struct msb_module *mods[MSB_SLOT_COUNT] = {0};
+	int r = cli_check_modules(&reg, a.spec, mods, &err);
+	if (r < 0)
+		die(r == -EINVAL ? EXIT_USAGE : 1, "%s", err.msg);
+	if (a.dry_run) {
+		if (a.json) {
+			char *json = msb_spec_to_json(a.spec, 1);
+			if (!json)
+				die(1, "out of memory");
+			puts(json);
+			msb_free(json);
+		} else {
+			print_human(a.spec, mods);
+		}
+		msb_registry_free(&reg);
+		msb_spec_free(a.spec);
+		return 0;
+	}
+	/*
+	 * Booting: the hypervisor module is asked for an instance first, so a
+	 * machine without KVM is told so before anything is written.
+	 */
+	char *json = msb_spec_to_json(a.spec, 0);
+	struct msb_instance *hv = NULL;
+	r = json ? msb_instance_create(mods[MSB_SLOT_HV], a.spec->name ? a.spec->name : "",
+	                               "", json, NULL, &hv, &err)
+	         : msb_error_set(&err, -ENOMEM, "out of memory");
+	if (r == 0) {
+		struct msb_vm_config cfg = {.size = sizeof(cfg),
+		                            .cpus = a.spec->cpus,
+		                            .memory_bytes = a.spec->memory};
+		r = mods[MSB_SLOT_HV]->ops.hv.configure(hv->inst, &cfg, &err);
+		if (r < 0)
+			msb_error_prefix(&err, "hypervisor module '%s': ", mods[MSB_SLOT_HV]->name);
+		msb_instance_destroy(hv);
+	}
+	msb_free(json);
+	msb_registry_free(&reg);
+	msb_spec_free(a.spec);
+	die(1, "%s: %s (nothing was created)", cmdname, err.msg);
+}
+
+int cmd_create(const struct cli_command *cmd, int argc, char **argv)
+{
+	return sandbox_main(0, cmd->name, argc, argv);
+}
+
+int cmd_run(const struct cli_command *cmd, int argc, char **argv)
+{
+	return sandbox_main(1, cmd->name, argc, argv);
+}

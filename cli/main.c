@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* msb: the command table and dispatch.  The work lives in libmsb-core. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "suggest.h"
+
+static const struct cli_command commands[] = {
+	{"create", "IMAGE [OPTIONS]", "create a sandbox (--dry-run: validate and print its spec)",
+	 cmd_create, help_sandbox},
+	{"run", "IMAGE [OPTIONS] [-- COMMAND [ARG...]]",
+	 "run a command in a new sandbox (--dry-run: validate and print its spec)", cmd_run,
+	 help_sandbox},
+	{"plugins", "[--json]", "list the modules found, loaded and refused, and why", cmd_plugins,
+	 help_plugins},
+	{"version", "", "print msb's version and plugin ABI", cmd_version, help_simple},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+const struct cli_command *cli_commands(void)
+{
+	return commands;
+}
+
+void die(int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("msb: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(status);
+}
+
+void die_input(const struct msb_error *err)
+{
+	die(EXIT_USAGE, "%s", err->msg);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: msb COMMAND [OPTIONS]\n\n"
+	             "msb runs untrusted code in microVM sandboxes under KVM.\n\nCommands:\n");
+	for (const struct cli_command *c = commands; c->name; c++)
+		fprintf(out, "  %-10s %s\n", c->name, c->summary);
+	fprintf(out, "\nRun 'msb COMMAND --help' for a command's options.\n"
+	             "Environment: MSB_HOME (state), MSB_PLUGIN_PATH (modules), MSB_CONFIG "
+	             "(config file), MSB_LOG (error|warn|info|debug).\n");
+}
+
+void help_simple(const struct cli_command *cmd)
+{
+	printf("Usage: msb %s %s\n\n%s\n", cmd->name, cmd->args, cmd->summary);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *name = argv[1];
+	if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(name, "--version"))
+		name = "version";
+	for (const struct cli_command *c = commands; c->name; c++) {
+		if (strcmp(c->name, name) != 0)
+			continue;
+		for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+			if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+				c->help(c);
+				return 0;
+			}
+		return c->run(c, argc - 2, argv + 2);
+	}
+	const char *names[16];
+	size_t n = 0;
+	for (const struct cli_command *c = commands; c->name && n < 15; c++)
+		names[n++] = c->name;
+	names[n] = NULL;
+	const char *m = msb_suggest(name, names);
+	if (m)
+		die(EXIT_USAGE, "unknown command '%s'; did you mean '%s'? (see msb --help)", name, m);
+	die(EXIT_USAGE, "unknown command '%s' (expected one of: create, run, plugins, version)",
+	    name);
+}

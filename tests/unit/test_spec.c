@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The spec: every option's parser, whole-spec validation, JSON both ways. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spec.h"
+
+static struct msb_spec *spec_of(const char *const *kv)
+{
+	struct msb_spec *s = msb_spec_new();
+	assert_non_null(s);
+	for (size_t i = 0; kv[i]; i += 2) {
+		struct msb_error err = MSB_ERROR_INIT;
+		if (msb_spec_set(s, kv[i], kv[i + 1], &err) < 0)
+			fail_msg("option %s=%s: %s", kv[i], kv[i + 1] ? kv[i + 1] : "", err.msg);
+	}
+	return s;
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	static const char *const kv[] = {"image", "python", NULL};
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->cpus, 1);
+	assert_true(s->memory == 512ull << 20);
+	/* Default posture: deny by default, public egress and DNS allowed. */
+	assert_int_equal(s->egress, MSB_EGRESS_DENY);
+	assert_int_equal(s->nrules, 2);
+	assert_int_equal(s->rules[0].target, MSB_TARGET_GROUP);
+	assert_int_equal(s->rules[0].group, MSB_GROUP_PUBLIC);
+	assert_int_equal(s->rules[1].target, MSB_TARGET_DNS);
+	assert_string_equal(msb_spec_module(s, MSB_SLOT_HV), "kvm");
+	msb_spec_free(s);
+}
+
+static void test_brief_examples(void **state)
+{
+	(void)state;
+	struct msb_error err = MSB_ERROR_INIT;
+	static const char *const a[] = {"image", "python", "name", "isolated", "no-net", NULL, NULL};
+	struct msb_spec *s = spec_of(a);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_true(s->no_net);
+	assert_int_equal(s->nrules, 0);
+	msb_spec_free(s);
+
+	static const char *const b[] = {"image", "alpine", "name", "worker", "net-default-egress",
+	                                "deny", "net-rule", "allow@public:tcp:443,allow@host:udp:53",
+	                                NULL};
+	s = spec_of(b);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->nrules, 2); /* the given rules replace the defaults */
+	assert_int_equal(s->rules[0].port_lo, 443);
+	assert_int_equal(s->rules[1].proto, MSB_PROTO_UDP);
+	msb_spec_free(s);
+
+	static const char *const c[] = {"image", "python", "name", "worker", "user", "app",
+	                                "security", "restricted", NULL};
+	s = spec_of(c);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_string_equal(s->user, "app");
+	assert_int_equal(s->security, MSB_SECURITY_RESTRICTED);
+	msb_spec_free(s);
+
+	static const char *const d[] = {"image", "python", "cpus", "2", "memory", "1G",
+	                                "idle-timeout", "5m", "max-duration", "1h", NULL};
+	s = spec_of(d);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->cpus, 2);
+	assert_true(s->memory == 1ull << 30);
+	assert_true(s->idle_timeout_ms == 300000);
+	assert_true(s->max_duration_ms == 3600000);
+	msb_spec_free(s);
+}
+
+struct bad {
+	const char *option, *value, *token;
+};
+
+static void test_bad_values(void **state)
+{
+	(void)state;
+	static const struct bad cases[] = {
+		{"name", "-x", "'-x'"},
+		{"name", "a/b", "'a/b'"},
+		{"name", "", "invalid name"},
+		{"cpus", "0", "'0'"},
+		{"cpus", "65", "'65'"},
+		{"cpus", "2x", "'2x'"},
+		{"cpus", "02", "'02'"},
+		{"memory", "32M", "out of range"},
+		{"memory", "65537K", "whole number of MiB"},
+		{"memory", "lots", "'lots'"},
+		{"net-default-egress", "alow", "did you mean 'allow'"},
+		{"net-rule", "allow@publc", "did you mean 'public'"},
+		{"publish", "80", "'80'"},
+		{"publish", "0:80", "bad host port"},
+		{"publish", "8080:80/sctp", "'sctp'"},
+		{"publish", "1.2.3:8080:80", "bad address"},
+		{"user", "Root", "'Root'"},
+		{"user", "app:", "'app:'"},
+		{"user", "a:b:c", "'a:b:c'"},
+		{"security", "strict", "expected default or restricted"},
+		{"volume", "/tmp", "HOST:GUEST"},
+		{"volume", "/tmp:data", "not absolute"},
+		{"volume", "/tmp:/a/../b", "'..'"},
+		{"volume", "/tmp:/data:rx", "'rx'"},
+		{"volume", "/tmp:/data:ro,rw", "twice"},
+		{"volume", "bad name!:/data", "neither a path nor a volume name"},
+		{"secret", "KEY=sk-123@api.example.com", "inline value is refused"},
+		{"secret", "KEY", "no @HOST"},
+		{"secret", "1KEY@x.com", "not an environment variable name"},
+		{"secret", "KEY@", "bad host"},
+		{"secret", "KEY@a..com", "bad host"},
+		{"secret", "KEY@x.com,,y.com", "bad host"},
+		{"secret-file", "KEY", "ENV=PATH"},
+		{"env", "1A=b", "not a variable name"},
+		{"env", "MSB_TEST_SURELY_UNSET_VAR", "not set in the host environment"},
+		{"workdir", "relative", "not absolute"},
+		{"idle-timeout", "5", "no unit"},
+		{"max-duration", "1y", "'y'"},
+		{"hypervisor", "KVM", "invalid module name"},
+		{"kernel", "", "expected a path"},
+		{"image", "has space", "image reference"},
+		{"image", "-flag", "image reference"},
+		{"no-net", "yes", "takes no value"},
+		{"memory", NULL, "needs a value"},
+		{"frobnicate", "1", "unknown option"},
+		{"name", "a\nb", "control characters"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct msb_spec *s = msb_spec_new();
+		struct msb_error err = MSB_ERROR_INIT;
+		int r = msb_spec_set(s, cases[i].option, cases[i].value, &err);
+		if (r >= 0)
+			fail_msg("--%s %s accepted", cases[i].option, cases[i].value);
+		if (!strstr(err.msg, cases[i].token))
+			fail_msg("--%s %s: message '%s' lacks '%s'", cases[i].option, cases[i].value,
+			         err.msg, cases[i].token);
+		assert_null(strchr(err.msg, '\n'));
+		msb_spec_free(s);
+	}
+}
+
+static void expect_invalid(const char *const *kv, const char *token)
+{
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	int r = msb_spec_validate(s, &err);
+	if (r >= 0)
+		fail_msg("spec accepted; expected an error with '%s'", token);
+	if (!strstr(err.msg, token))
+		fail_msg("message '%s' lacks '%s'", err.msg, token);
+	msb_spec_free(s);
+}
+
+static void test_validation(void **state)
+{
+	(void)state;
+	static const char *const noimg[] = {"name", "x", NULL};
+	expect_invalid(noimg, "no image");
+	static const char *const both[] = {"image", "x", "rootfs", "/", NULL};
+	expect_invalid(both, "both");
+	static const char *const nonet[] = {"image", "x", "no-net", NULL, "net-rule", "deny@meta",
+	                                    NULL};
+	expect_invalid(nonet, "--no-net cannot be combined with --net-rule");
+	static const char *const nonet2[] = {"image", "x", "no-net", NULL, "publish", "80:80", NULL};
+	expect_invalid(nonet2, "--publish");
+	static const char *const root[] = {"image", "x", "volume", "/tmp:/", NULL};
+	expect_invalid(root, "cannot mount over the guest's /");
+	static const char *const agent[] = {"image", "x", "volume", "/tmp:/.msb/agent", NULL};
+	expect_invalid(agent, "reserved");
+	static const char *const twice[] = {"image", "x", "volume", "/tmp:/d", "volume", "/:/d//",
+	                                    NULL};
+	expect_invalid(twice, "used twice");
+	static const char *const missing[] = {"image", "x", "volume", "/no/such/dir:/d", NULL};
+	expect_invalid(missing, "/no/such/dir");
+	static const char *const secret[] = {"image", "x", "secret", "MSB_TEST_UNSET_SECRET@x.com",
+	                                     NULL};
+	expect_invalid(secret, "MSB_TEST_UNSET_SECRET is not set");
+	static const char *const sfile[] = {"image", "x", "secret-file", "OTHER=/etc/hostname",
+	                                    NULL};
+	expect_invalid(sfile, "no --secret OTHER@HOST binds it");
+	static const char *const kernel[] = {"image", "x", "kernel", "/no/such/bzImage", NULL};
+	expect_invalid(kernel, "/no/such/bzImage");
+	static const char *const rootfs[] = {"rootfs", "/etc/hostname", NULL};
+	expect_invalid(rootfs, "not a directory");
+}
+
+static void test_secret_value_never_in_spec(void **state)
+{
+	(void)state;
+	setenv("MSB_TEST_API_KEY", "sk-very-secret-value", 1);
+	static const char *const kv[] = {"image", "python", "secret",
+	                                 "MSB_TEST_API_KEY@api.example.com,*.example.org", NULL};
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	char *json = msb_spec_to_json(s, 0);
+	assert_non_null(json);
+	assert_null(strstr(json, "sk-very-secret-value"));
+	assert_non_null(strstr(json, "api.example.com"));
+	assert_non_null(strstr(json, "*.example.org"));
+	msb_free(json);
+	msb_spec_free(s);
+	/* Nor in an error message about it. */
+	s = msb_spec_new();
+	assert_true(msb_spec_set(s, "secret", "KEY=sk-very-secret-value@x.com", &err) < 0);
+	assert_null(strstr(err.msg, "sk-very-secret"));
+	msb_spec_free(s);
+	unsetenv("MSB_TEST_API_KEY");
+}
+
+static void test_json_round_trip(void **state)
+{
+	(void)state;
+	setenv("MSB_TEST_TOKEN", "t0k", 1);
+	static const char *const kv[] = {
+		"image", "python:3.12", "name", "rt", "cpus", "3", "memory", "768M",
+		"net-default-egress", "allow", "net-rule", "deny@meta,allow:ingress@[2001:db8::/32]:tcp:80-90",
+		"publish", "8080:80", "publish", "[::1]:5353:53/udp", "user", "1000:1000",
+		"security", "restricted", "volume", "/tmp:/data:ro,noexec", "volume", "vol1:/cache",
+		"secret", "MSB_TEST_TOKEN@api.example.com", "env", "A=b c", "workdir", "/srv//app/",
+		"idle-timeout", "5m", "max-duration", "1h", "storage-backend", "other", NULL};
+	struct msb_spec *s = spec_of(kv);
+	char *argv[] = {"python3", "-c", "print('hi')"};
+	struct msb_error err = MSB_ERROR_INIT;
+	assert_int_equal(msb_spec_set_command(s, argv, 3, &err), 0);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_string_equal(s->workdir, "/srv/app");
+	char *a = msb_spec_to_json(s, 1);
+	assert_non_null(a);
+	struct msb_spec *t = NULL;
+	if (msb_spec_from_json(a, strlen(a), &t, &err) < 0)
+		fail_msg("from_json: %s\n%s", err.msg, a);
+	char *b = msb_spec_to_json(t, 1);
+	assert_string_equal(a, b);
+	msb_free(a);
+	msb_free(b);
+	msb_spec_free(s);
+	msb_spec_free(t);
+	unsetenv("MSB_TEST_TOKEN");
+}
+
+static void test_json_bad(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *json, *token;
+	} cases[] = {
+		{"", "not JSON"},
+		{"[]", "an object"},
+		{"{\"msb_spec\":2,\"image\":\"x\"}", "msb_spec"},
+		{"{\"msb_spec\":1}", "no image"},
+		{"{\"msb_spec\":1,\"image\":5}", "image"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"image\":\"y\"}", "not JSON"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"resources\":{\"cpus\":\"2\"}}", "resources.cpus"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"resources\":{\"cpus\":-1}}", "--cpus"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"network\":{\"rules\":[\"alow@any\"]}}", "alow"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/a:b\",\"target\":\"/x\"}]}",
+		 "volumes"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"process\":{\"env\":[\"NOEQUALS\"]}}", "process.env"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"command\":[1]}", "command"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct msb_spec *s = NULL;
+		struct msb_error err = MSB_ERROR_INIT;
+		int r = msb_spec_from_json(cases[i].json, strlen(cases[i].json), &s, &err);
+		if (r >= 0)
+			fail_msg("accepted: %s", cases[i].json);
+		assert_null(s);
+		if (!strstr(err.msg, cases[i].token))
+			fail_msg("%s: message '%s' lacks '%s'", cases[i].json, err.msg, cases[i].token);
+	}
+	char *huge = malloc(MSB_SPEC_JSON_MAX + 2);
+	memset(huge, ' ', MSB_SPEC_JSON_MAX + 1);
+	huge[MSB_SPEC_JSON_MAX + 1] = '\0';
+	struct msb_spec *s = NULL;
+	assert_int_equal(msb_spec_from_json(huge, MSB_SPEC_JSON_MAX + 1, &s, NULL), -E2BIG);
+	free(huge);
+}
+
+static void test_repeat_limits(void **state)
+{
+	(void)state;
+	struct msb_spec *s = msb_spec_new();
+	struct msb_error err = MSB_ERROR_INIT;
+	int r = 0;
+	for (int i = 0; i < 300 && r == 0; i++) {
+		char kv[32];
+		snprintf(kv, sizeof(kv), "K%d=v", i);
+		r = msb_spec_set(s, "env", kv, &err);
+	}
+	assert_int_equal(r, -E2BIG);
+	assert_non_null(strstr(err.msg, "too many"));
+	msb_spec_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_brief_examples),
+		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_secret_value_never_in_spec),
+		cmocka_unit_test(test_json_round_trip),
+		cmocka_unit_test(test_json_bad),
+		cmocka_unit_test(test_repeat_limits),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
