@@ -21,7 +21,8 @@ static struct msb_instance *instance_of(const struct msb_host *h)
 	return h ? (struct msb_instance *)h->core : NULL;
 }
 
-static void host_log(const struct msb_host *h, int level, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void host_log(const struct msb_host *h, int level,
+                                                          const char *fmt, ...)
 {
 	struct msb_instance *in = instance_of(h);
 	char prefix[80];
@@ -33,8 +34,9 @@ static void host_log(const struct msb_host *h, int level, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int host_error_set(const struct msb_host *h, struct msb_error *err, int code,
-                          const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int host_error_set(const struct msb_host *h,
+                                                                struct msb_error *err, int code,
+                                                                const char *fmt, ...)
 {
 	(void)h;
 	va_list ap;

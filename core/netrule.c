@@ -8,10 +8,10 @@
  * network module (plugins/net).
  *
  * The text is untrusted (it comes from the command line and from specs, and
- * this parser is fuzzed), so: the caller's string is only ever read through
- * bounded spans, every field is copied into a fixed-size local buffer before
- * it is examined, nothing recurses, and an error leaves the caller's array
- * exactly as it was.
+ * this parser is fuzzed), so: the caller's string is only read through
+ * bounded spans and never written, a field is copied into a fixed-size local
+ * buffer (or refused as too long) before it is parsed, nothing recurses, and
+ * an error leaves the caller's array exactly as it was.
  */
 #include <msb/msb.h>
 
