@@ -42,10 +42,11 @@ static void print_json(const struct msb_registry *reg)
 		json_object_set_new(o, "name", m->name[0] ? json_string(m->name) : json_null());
 		const char *kind = m->loaded ? msb_kind_name(m->desc.kind) : NULL;
 		json_object_set_new(o, "kind", kind ? json_string(kind) : json_null());
-		json_object_set_new(o, "version", m->loaded ? json_string(m->version) : json_null());
+		json_object_set_new(o, "version",
+				    m->loaded ? json_string(m->version) : json_null());
 		char abi[24];
 		snprintf(abi, sizeof(abi), "%u.%u", MSB_PLUGIN_ABI_MAJOR_OF(m->abi),
-		         MSB_PLUGIN_ABI_MINOR_OF(m->abi));
+			 MSB_PLUGIN_ABI_MINOR_OF(m->abi));
 		json_object_set_new(o, "abi", m->abi ? json_string(abi) : json_null());
 		json_object_set_new(o, "reason", m->reason ? json_string(m->reason) : json_null());
 		json_array_append_new(mods, o);
@@ -69,7 +70,8 @@ int cmd_plugins(const struct cli_command *cmd, int argc, char **argv)
 		if (!strcmp(argv[i], "--json"))
 			json = 1;
 		else
-			die(EXIT_USAGE, "plugins: unexpected argument '%s' (expected --json)", argv[i]);
+			die(EXIT_USAGE, "plugins: unexpected argument '%s' (expected --json)",
+			    argv[i]);
 	}
 	struct msb_registry reg = {0};
 	cli_load_registry(&reg, 0);

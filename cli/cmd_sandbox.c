@@ -31,11 +31,12 @@ void help_sandbox(const struct cli_command *cmd)
 		char left[64];
 		if (o->short_name)
 			snprintf(left, sizeof(left), "-%c, --%s%s%s", o->short_name, o->name,
-			         o->metavar ? " " : "", o->metavar ? o->metavar : "");
+				 o->metavar ? " " : "", o->metavar ? o->metavar : "");
 		else
 			snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->metavar ? " " : "",
-			         o->metavar ? o->metavar : "");
-		printf("  %-40s %s%s\n", left, o->help, o->arg == MSB_OPT_REPEAT ? " (repeatable)" : "");
+				 o->metavar ? o->metavar : "");
+		printf("  %-40s %s%s\n", left, o->help,
+		       o->arg == MSB_OPT_REPEAT ? " (repeatable)" : "");
 	}
 	printf("  %-40s %s\n  %-40s %s\n", "    --dry-run",
 	       "validate and print the spec; create nothing", "    --json",
@@ -87,14 +88,17 @@ static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, ch
 		const char *arg = argv[i];
 		if (!strcmp(arg, "--")) {
 			if (!a->is_run)
-				die(EXIT_USAGE, "%s: unexpected '--' (a command is given to msb run or "
-				                "msb exec, not msb create)",
+				die(EXIT_USAGE,
+				    "%s: unexpected '--' (a command is given to msb run or "
+				    "msb exec, not msb create)",
 				    cmdname);
 			if (i + 1 >= argc)
-				die(EXIT_USAGE, "%s: no command after '--' (expected -- COMMAND [ARG...])",
+				die(EXIT_USAGE,
+				    "%s: no command after '--' (expected -- COMMAND [ARG...])",
 				    cmdname);
 			struct msb_error err = MSB_ERROR_INIT;
-			if (msb_spec_set_command(a->spec, argv + i + 1, (size_t)(argc - i - 1), &err) < 0)
+			if (msb_spec_set_command(a->spec, argv + i + 1, (size_t)(argc - i - 1),
+						 &err) < 0)
 				die_input(&err);
 			return;
 		}
@@ -121,7 +125,8 @@ static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, ch
 				unknown_option(arg);
 			if (eq) {
 				if (o->arg == MSB_OPT_FLAG)
-					die(EXIT_USAGE, "--%s takes no value (got '%s')", o->name, eq + 1);
+					die(EXIT_USAGE, "--%s takes no value (got '%s')", o->name,
+					    eq + 1);
 				value = eq + 1;
 			}
 		} else if (arg[0] == '-' && arg[1]) {
@@ -135,14 +140,15 @@ static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, ch
 		} else {
 			if (a->spec->image || a->spec->rootfs)
 				die(EXIT_USAGE,
-				    "%s: unexpected argument '%s' (expected one IMAGE%s)", cmdname, arg,
-				    a->is_run ? "; put the command after --" : "");
+				    "%s: unexpected argument '%s' (expected one IMAGE%s)", cmdname,
+				    arg, a->is_run ? "; put the command after --" : "");
 			apply(a->spec, "image", arg);
 			continue;
 		}
 		if (o->arg != MSB_OPT_FLAG && !value) {
 			if (i + 1 >= argc)
-				die(EXIT_USAGE, "--%s needs a value (expected %s)", o->name, o->metavar);
+				die(EXIT_USAGE, "--%s needs a value (expected %s)", o->name,
+				    o->metavar);
 			value = argv[++i];
 		}
 		apply(a->spec, o->name, value);
@@ -184,19 +190,21 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 		}
 	}
 	printf("%-10s %s\n", "user", s->user ? s->user : "(image default)");
-	printf("%-10s %s\n", "security", s->security == MSB_SECURITY_RESTRICTED ? "restricted"
-	                                                                         : "default");
+	printf("%-10s %s\n", "security",
+	       s->security == MSB_SECURITY_RESTRICTED ? "restricted" : "default");
 	if (s->workdir)
 		printf("%-10s %s\n", "workdir", s->workdir);
 	for (size_t i = 0; i < s->nvolumes; i++)
 		printf("%-10s %s%s -> %s (%s%s)\n", "volume", s->volumes[i].named ? "volume " : "",
 		       s->volumes[i].source, s->volumes[i].target,
-		       s->volumes[i].read_only ? "ro" : "rw", s->volumes[i].noexec ? ",noexec" : "");
+		       s->volumes[i].read_only ? "ro" : "rw",
+		       s->volumes[i].noexec ? ",noexec" : "");
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		printf("%-10s %s, only at ", "secret", s->secrets[i].env);
 		for (size_t j = 0; j < s->secrets[i].nhosts; j++)
 			printf("%s%s", j ? ", " : "", s->secrets[i].hosts[j]);
-		printf(" (value from %s%s)\n", s->secrets[i].file ? "file " : "the host environment",
+		printf(" (value from %s%s)\n",
+		       s->secrets[i].file ? "file " : "the host environment",
 		       s->secrets[i].file ? s->secrets[i].file : "");
 	}
 	for (size_t i = 0; i < s->nenv; i++) {
@@ -209,8 +217,8 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 		       (unsigned long long)(s->max_duration_ms / 1000));
 	else
 		printf("%-10s no limits\n", "lifetime");
-	static const char *const slot_label[MSB_SLOT_COUNT] = {"hypervisor", "network",
-	                                                       "storage", "secrets"};
+	static const char *const slot_label[MSB_SLOT_COUNT] = {"hypervisor", "network", "storage",
+							       "secrets"};
 	for (int slot = 0; slot < MSB_SLOT_COUNT; slot++)
 		printf("%-10s %s %s %s (%s)\n", "module", slot_label[slot], mods[slot]->name,
 		       mods[slot]->version, mods[slot]->file);
@@ -255,13 +263,12 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	 */
 	char *json = msb_spec_to_json(a.spec, 0);
 	struct msb_instance *hv = NULL;
-	r = json ? msb_instance_create(mods[MSB_SLOT_HV], a.spec->name ? a.spec->name : "",
-	                               "", json, NULL, &hv, &err)
-	         : msb_error_set(&err, -ENOMEM, "out of memory");
+	r = json ? msb_instance_create(mods[MSB_SLOT_HV], a.spec->name ? a.spec->name : "", "",
+				       json, NULL, &hv, &err)
+		 : msb_error_set(&err, -ENOMEM, "out of memory");
 	if (r == 0) {
-		struct msb_vm_config cfg = {.size = sizeof(cfg),
-		                            .cpus = a.spec->cpus,
-		                            .memory_bytes = a.spec->memory};
+		struct msb_vm_config cfg = {
+			.size = sizeof(cfg), .cpus = a.spec->cpus, .memory_bytes = a.spec->memory};
 		r = mods[MSB_SLOT_HV]->ops.hv.configure(hv->inst, &cfg, &err);
 		if (r < 0)
 			msb_error_prefix(&err, "hypervisor module '%s': ", mods[MSB_SLOT_HV]->name);

@@ -44,12 +44,12 @@ void die_input(const struct msb_error *err)
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: msb COMMAND [OPTIONS]\n\n"
-	             "msb runs untrusted code in microVM sandboxes under KVM.\n\nCommands:\n");
+		     "msb runs untrusted code in microVM sandboxes under KVM.\n\nCommands:\n");
 	for (const struct cli_command *c = commands; c->name; c++)
 		fprintf(out, "  %-10s %s\n", c->name, c->summary);
 	fprintf(out, "\nRun 'msb COMMAND --help' for a command's options.\n"
-	             "Environment: MSB_HOME (state), MSB_PLUGIN_PATH (modules), MSB_CONFIG "
-	             "(config file), MSB_LOG (error|warn|info|debug).\n");
+		     "Environment: MSB_HOME (state), MSB_PLUGIN_PATH (modules), MSB_CONFIG "
+		     "(config file), MSB_LOG (error|warn|info|debug).\n");
 }
 
 void help_simple(const struct cli_command *cmd)
@@ -87,7 +87,8 @@ int main(int argc, char **argv)
 	names[n] = NULL;
 	const char *m = msb_suggest(name, names);
 	if (m)
-		die(EXIT_USAGE, "unknown command '%s'; did you mean '%s'? (see msb --help)", name, m);
+		die(EXIT_USAGE, "unknown command '%s'; did you mean '%s'? (see msb --help)", name,
+		    m);
 	die(EXIT_USAGE, "unknown command '%s' (expected one of: create, run, plugins, version)",
 	    name);
 }

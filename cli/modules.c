@@ -15,20 +15,22 @@ void cli_load_registry(struct msb_registry *reg, int warn_refused)
 	struct msb_error err = MSB_ERROR_INIT;
 	if (msb_config_load(&err) < 0)
 		die(1, "%s", err.msg);
-	if (msb_registry_default_path(reg, MSB_BUILD_ROOT, &err) < 0 || msb_registry_scan(reg, &err) < 0)
+	if (msb_registry_default_path(reg, MSB_BUILD_ROOT, &err) < 0 ||
+	    msb_registry_scan(reg, &err) < 0)
 		die(1, "loading plugins: %s", err.msg);
 	if (!warn_refused)
 		return;
 	for (size_t i = 0; i < reg->count; i++)
 		if (!reg->modules[i].loaded)
-			fprintf(stderr, "msb: warning: refused plugin %s\n", reg->modules[i].reason);
+			fprintf(stderr, "msb: warning: refused plugin %s\n",
+				reg->modules[i].reason);
 }
 
 static const uint32_t slot_kind[MSB_SLOT_COUNT] = {MSB_PLUGIN_HV, MSB_PLUGIN_NET,
-                                                   MSB_PLUGIN_STORAGE, MSB_PLUGIN_SECRETS};
+						   MSB_PLUGIN_STORAGE, MSB_PLUGIN_SECRETS};
 
 int cli_check_modules(const struct msb_registry *reg, const struct msb_spec *spec,
-                      const struct msb_module *out[MSB_SLOT_COUNT], struct msb_error *err)
+		      const struct msb_module *out[MSB_SLOT_COUNT], struct msb_error *err)
 {
 	for (int slot = 0; slot < MSB_SLOT_COUNT; slot++) {
 		const char *name = msb_spec_module(spec, slot);
@@ -45,21 +47,23 @@ int cli_check_modules(const struct msb_registry *reg, const struct msb_spec *spe
 			if (!reg->modules[i].loaded || reg->modules[i].desc.kind != kind)
 				continue;
 			names[n++] = reg->modules[i].name;
-			off += (size_t)snprintf(found + off, off < sizeof(found) ? sizeof(found) - off : 0,
-			                        "%s%s", n > 1 ? ", " : "", reg->modules[i].name);
+			off += (size_t)snprintf(found + off,
+						off < sizeof(found) ? sizeof(found) - off : 0,
+						"%s%s", n > 1 ? ", " : "", reg->modules[i].name);
 		}
 		names[n] = NULL;
 		const char *m2 = msb_suggest(name, names);
 		if (!spec->modules[slot])
-			return msb_error_set(err, -ENOENT,
-			                     "the default %s module '%s' was not found on the plugin "
-			                     "path (found: %s; see msb plugins)",
-			                     msb_kind_name(kind), name, n ? found : "none");
-		return msb_error_set(err, -EINVAL,
-		                     "--%s '%s': no %s module of that name (expected one of: %s)%s%s%s",
-		                     msb_slot_option[slot], name, msb_kind_name(kind),
-		                     n ? found : "none found", m2 ? "; did you mean '" : "",
-		                     m2 ? m2 : "", m2 ? "'?" : "");
+			return msb_error_set(
+				err, -ENOENT,
+				"the default %s module '%s' was not found on the plugin "
+				"path (found: %s; see msb plugins)",
+				msb_kind_name(kind), name, n ? found : "none");
+		return msb_error_set(
+			err, -EINVAL,
+			"--%s '%s': no %s module of that name (expected one of: %s)%s%s%s",
+			msb_slot_option[slot], name, msb_kind_name(kind), n ? found : "none found",
+			m2 ? "; did you mean '" : "", m2 ? m2 : "", m2 ? "'?" : "");
 	}
 	return 0;
 }

@@ -9,6 +9,6 @@
 void cli_load_registry(struct msb_registry *reg, int warn_refused);
 /* Resolve every module the spec names; -EINVAL for a bad name the user gave. */
 int cli_check_modules(const struct msb_registry *reg, const struct msb_spec *spec,
-                      const struct msb_module *out[MSB_SLOT_COUNT], struct msb_error *err);
+		      const struct msb_module *out[MSB_SLOT_COUNT], struct msb_error *err);
 
 #endif

@@ -14,7 +14,7 @@
 #include "error.h"
 
 #define LINE_MAX_LEN 4096
-#define ENTRIES_MAX 1024
+#define ENTRIES_MAX  1024
 
 struct entry {
 	char *section;
@@ -67,7 +67,7 @@ int msb_config_parse(const char *text, size_t len, const char *origin, struct ms
 	msb_config_reset();
 	if (len > MSB_CONFIG_MAX_BYTES)
 		return msb_error_set(err, -E2BIG, "%s: larger than %d bytes", origin,
-		                     MSB_CONFIG_MAX_BYTES);
+				     MSB_CONFIG_MAX_BYTES);
 	char section[LINE_MAX_LEN] = "";
 	size_t pos = 0;
 	int lineno = 0;
@@ -79,8 +79,8 @@ int msb_config_parse(const char *text, size_t len, const char *origin, struct ms
 		size_t ll = end - pos;
 		if (ll >= LINE_MAX_LEN) {
 			msb_config_reset();
-			return msb_error_set(err, -EINVAL, "%s:%d: line longer than %d bytes", origin,
-			                     lineno, LINE_MAX_LEN);
+			return msb_error_set(err, -EINVAL, "%s:%d: line longer than %d bytes",
+					     origin, lineno, LINE_MAX_LEN);
 		}
 		char line[LINE_MAX_LEN];
 		memcpy(line, text + pos, ll);
@@ -98,15 +98,15 @@ int msb_config_parse(const char *text, size_t len, const char *origin, struct ms
 			if (!close || close[1]) {
 				msb_config_reset();
 				return msb_error_set(err, -EINVAL,
-				                     "%s:%d: bad section header (expected [name])", origin,
-				                     lineno);
+						     "%s:%d: bad section header (expected [name])",
+						     origin, lineno);
 			}
 			*close = '\0';
 			char *name = trim(l + 1);
 			if (!word_valid(name)) {
 				msb_config_reset();
 				return msb_error_set(err, -EINVAL, "%s:%d: bad section name '%s'",
-				                     origin, lineno, name);
+						     origin, lineno, name);
 			}
 			snprintf(section, sizeof(section), "%s", name);
 			continue;
@@ -115,18 +115,19 @@ int msb_config_parse(const char *text, size_t len, const char *origin, struct ms
 		if (!eq) {
 			msb_config_reset();
 			return msb_error_set(err, -EINVAL, "%s:%d: expected key = value", origin,
-			                     lineno);
+					     lineno);
 		}
 		*eq = '\0';
 		char *key = trim(l), *value = trim(eq + 1);
 		if (!word_valid(key)) {
 			msb_config_reset();
-			return msb_error_set(err, -EINVAL, "%s:%d: bad key '%s'", origin, lineno, key);
+			return msb_error_set(err, -EINVAL, "%s:%d: bad key '%s'", origin, lineno,
+					     key);
 		}
 		if (nentries >= ENTRIES_MAX) {
 			msb_config_reset();
 			return msb_error_set(err, -E2BIG, "%s: more than %d entries", origin,
-			                     ENTRIES_MAX);
+					     ENTRIES_MAX);
 		}
 		struct entry *v = realloc(entries, (nentries + 1) * sizeof(*v));
 		if (!v) {

@@ -8,15 +8,15 @@
 #include <msb/msb-error.h>
 
 int msb_error_vset(struct msb_error *err, int code, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
+	__attribute__((format(printf, 3, 0)));
 /* Like msb_error_set, with ": strerror(code)" appended. */
 int msb_error_errno(struct msb_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4)));
 
 /* cleanup attributes, as in bubblewrap: no ladders of frees. */
 void msb_cleanup_freep(void *p);
 void msb_cleanup_closep(int *fd);
 #define cleanup_free __attribute__((cleanup(msb_cleanup_freep)))
-#define cleanup_fd __attribute__((cleanup(msb_cleanup_closep)))
+#define cleanup_fd   __attribute__((cleanup(msb_cleanup_closep)))
 
 #endif

@@ -22,21 +22,20 @@ static struct msb_instance *instance_of(const struct msb_host *h)
 }
 
 __attribute__((format(printf, 3, 4))) static void host_log(const struct msb_host *h, int level,
-                                                          const char *fmt, ...)
+							   const char *fmt, ...)
 {
 	struct msb_instance *in = instance_of(h);
 	char prefix[80];
-	snprintf(prefix, sizeof(prefix), "%s/%s",
-	         in ? msb_kind_name(in->module->desc.kind) : "?", in ? in->module->name : "?");
+	snprintf(prefix, sizeof(prefix), "%s/%s", in ? msb_kind_name(in->module->desc.kind) : "?",
+		 in ? in->module->name : "?");
 	va_list ap;
 	va_start(ap, fmt);
 	msb_log_v(level, prefix, fmt, ap);
 	va_end(ap);
 }
 
-__attribute__((format(printf, 4, 5))) static int host_error_set(const struct msb_host *h,
-                                                                struct msb_error *err, int code,
-                                                                const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int
+host_error_set(const struct msb_host *h, struct msb_error *err, int code, const char *fmt, ...)
 {
 	(void)h;
 	va_list ap;
@@ -73,7 +72,7 @@ static const char *host_config_get(const struct msb_host *h, const char *key)
 	if (strncmp(key, "plugin.", 7) == 0) {
 		char section[80];
 		snprintf(section, sizeof(section), "%s.%s", msb_kind_name(in->module->desc.kind),
-		         in->module->name);
+			 in->module->name);
 		return msb_config_get(section, key + 7);
 	}
 	json_t *node = in->spec_root;
@@ -134,7 +133,7 @@ static void *thread_trampoline(void *p)
 }
 
 static int host_thread_create(const struct msb_host *h, int thread_class, const char *name,
-                              void *(*fn)(void *), void *arg, unsigned long *tid)
+			      void *(*fn)(void *), void *arg, unsigned long *tid)
 {
 	(void)h;
 	if (!fn || thread_class < MSB_THREAD_VMM || thread_class > MSB_THREAD_PROXY)
@@ -157,13 +156,13 @@ static int host_thread_create(const struct msb_host *h, int thread_class, const 
 	return 0;
 }
 
-int msb_instance_create(const struct msb_module *m, const char *sandbox_name,
-                        const char *state_dir, const char *spec_json, struct msb_loop *loop,
-                        struct msb_instance **out, struct msb_error *err)
+int msb_instance_create(const struct msb_module *m, const char *sandbox_name, const char *state_dir,
+			const char *spec_json, struct msb_loop *loop, struct msb_instance **out,
+			struct msb_error *err)
 {
 	if (!m->loaded)
 		return msb_error_set(err, -EINVAL, "module %s was refused: %s", m->file,
-		                     m->reason ? m->reason : "?");
+				     m->reason ? m->reason : "?");
 	struct msb_instance *in = calloc(1, sizeof(*in));
 	if (!in)
 		return msb_error_set(err, -ENOMEM, "out of memory");
@@ -198,7 +197,7 @@ int msb_instance_create(const struct msb_module *m, const char *sandbox_name,
 		if (!e.msg[0])
 			msb_error_set(&e, r, "create failed: %s", strerror(-r));
 		msb_error_set(err, r, "%s module '%s': %s", msb_kind_name(m->desc.kind), m->name,
-		              e.msg);
+			      e.msg);
 		msb_instance_destroy(in);
 		return r;
 	}
@@ -215,8 +214,8 @@ int msb_instance_phase(struct msb_instance *in, int phase, struct msb_error *err
 	int r = in->module->desc.phase(in->inst, phase, &e);
 	if (r < 0)
 		return msb_error_set(err, r, "%s module '%s': phase %d: %s",
-		                     msb_kind_name(in->module->desc.kind), in->module->name, phase,
-		                     e.msg[0] ? e.msg : strerror(-r));
+				     msb_kind_name(in->module->desc.kind), in->module->name, phase,
+				     e.msg[0] ? e.msg : strerror(-r));
 	return 0;
 }
 

@@ -12,15 +12,15 @@
 #include "registry.h"
 
 struct msb_instance {
-	struct msb_host host;          /* handed to the module; stays put */
+	struct msb_host host; /* handed to the module; stays put */
 	const struct msb_module *module;
-	void *inst;                    /* the module's own state */
+	void *inst; /* the module's own state */
 	struct msb_loop *loop;
 	char *spec_json;
-	void *spec_root;               /* parsed spec (json_t) for config_get */
+	void *spec_root; /* parsed spec (json_t) for config_get */
 	char *name;
 	char *state_dir;
-	char *config_buf;              /* last config_get result */
+	char *config_buf; /* last config_get result */
 	int created;
 };
 
@@ -28,9 +28,9 @@ struct msb_instance {
  * Create an instance of a loaded module for one sandbox.  spec_json is the
  * validated spec; loop may be NULL (then fd_add fails with -ENOSYS).
  */
-int msb_instance_create(const struct msb_module *m, const char *sandbox_name,
-                        const char *state_dir, const char *spec_json, struct msb_loop *loop,
-                        struct msb_instance **out, struct msb_error *err);
+int msb_instance_create(const struct msb_module *m, const char *sandbox_name, const char *state_dir,
+			const char *spec_json, struct msb_loop *loop, struct msb_instance **out,
+			struct msb_error *err);
 int msb_instance_phase(struct msb_instance *in, int phase, struct msb_error *err);
 void msb_instance_destroy(struct msb_instance *in);
 

@@ -102,8 +102,8 @@ int msb_loop_run_once(struct msb_loop *l, int timeout_ms)
 		if (fd < 0 || (size_t)fd >= l->nwatches || l->watches[fd].fd < 0)
 			continue;
 		uint32_t e = (evs[i].events & EPOLLIN ? MSB_FD_READ : 0u) |
-		             (evs[i].events & EPOLLOUT ? MSB_FD_WRITE : 0u) |
-		             (evs[i].events & (EPOLLHUP | EPOLLERR) ? MSB_FD_HUP : 0u);
+			     (evs[i].events & EPOLLOUT ? MSB_FD_WRITE : 0u) |
+			     (evs[i].events & (EPOLLHUP | EPOLLERR) ? MSB_FD_HUP : 0u);
 		l->watches[fd].cb(fd, e, l->watches[fd].arg);
 	}
 	return n;

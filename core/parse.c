@@ -33,7 +33,7 @@ static int read_number(const char *s, uint64_t *v)
 int msb_parse_size(const char *text, uint64_t *bytes, struct msb_error *err)
 {
 	static const char expected[] = "expected a whole number with an optional unit K, M, G "
-	                               "or T, e.g. 512M or 1G";
+				       "or T, e.g. 512M or 1G";
 	if (!text || !*text)
 		return msb_error_set(err, -EINVAL, "empty size (%s)", expected);
 	uint64_t n;
@@ -42,12 +42,12 @@ int msb_parse_size(const char *text, uint64_t *bytes, struct msb_error *err)
 		return msb_error_set(err, -ERANGE, "size '%.*s' is too large", QUOTE_MAX, text);
 	if (len == 0)
 		return msb_error_set(err, -EINVAL, "size '%.*s' does not start with a number (%s)",
-		                     QUOTE_MAX, text, expected);
+				     QUOTE_MAX, text, expected);
 	const char *unit = text + len;
 	if (*unit == '.' || *unit == ',')
 		return msb_error_set(err, -EINVAL,
-		                     "size '%.*s' has a fraction (%s; write 1536M for 1.5G)",
-		                     QUOTE_MAX, text, expected);
+				     "size '%.*s' has a fraction (%s; write 1536M for 1.5G)",
+				     QUOTE_MAX, text, expected);
 	unsigned shift = 0;
 	switch (toupper((unsigned char)*unit)) {
 	case '\0':
@@ -80,14 +80,14 @@ int msb_parse_size(const char *text, uint64_t *bytes, struct msb_error *err)
 			goto bad_unit;
 		if (n > (UINT64_MAX >> shift))
 			return msb_error_set(err, -ERANGE, "size '%.*s' is too large", QUOTE_MAX,
-			                     text);
+					     text);
 		n <<= shift;
 	}
 	*bytes = n;
 	return 0;
 bad_unit:
-	return msb_error_set(err, -EINVAL, "size '%.*s' has an unknown unit '%.*s' (%s)",
-	                     QUOTE_MAX, text, QUOTE_MAX, unit, expected);
+	return msb_error_set(err, -EINVAL, "size '%.*s' has an unknown unit '%.*s' (%s)", QUOTE_MAX,
+			     text, QUOTE_MAX, unit, expected);
 }
 
 struct duration_unit {
@@ -97,17 +97,13 @@ struct duration_unit {
 
 /* Longest first where one is a prefix of another ("ms" before "m"). */
 static const struct duration_unit duration_units[] = {
-	{"ms", 1},
-	{"s", 1000},
-	{"m", 60 * 1000},
-	{"h", 60 * 60 * 1000},
-	{"d", 24 * 60 * 60 * 1000},
+	{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 60 * 60 * 1000}, {"d", 24 * 60 * 60 * 1000},
 };
 
 int msb_parse_duration(const char *text, uint64_t *ms, struct msb_error *err)
 {
 	static const char expected[] = "expected a number with a unit ms, s, m, h or d, "
-	                               "e.g. 30s, 5m, 1h30m, or 0 for none";
+				       "e.g. 30s, 5m, 1h30m, or 0 for none";
 	if (!text || !*text)
 		return msb_error_set(err, -EINVAL, "empty duration (%s)", expected);
 	if (strcmp(text, "0") == 0) {
@@ -120,21 +116,22 @@ int msb_parse_duration(const char *text, uint64_t *ms, struct msb_error *err)
 		uint64_t n;
 		int len = read_number(p, &n);
 		if (len < 0)
-			return msb_error_set(err, -ERANGE, "duration '%.*s' is too long",
-			                     QUOTE_MAX, text);
+			return msb_error_set(err, -ERANGE, "duration '%.*s' is too long", QUOTE_MAX,
+					     text);
 		if (len == 0)
 			return msb_error_set(err, -EINVAL,
-			                     "duration '%.*s': expected a number at '%.*s' (%s)",
-			                     QUOTE_MAX, text, QUOTE_MAX, p, expected);
+					     "duration '%.*s': expected a number at '%.*s' (%s)",
+					     QUOTE_MAX, text, QUOTE_MAX, p, expected);
 		p += len;
 		if (*p == '.')
-			return msb_error_set(err, -EINVAL,
-			                     "duration '%.*s' has a fraction (%s; write 90m for 1.5h)",
-			                     QUOTE_MAX, text, expected);
+			return msb_error_set(
+				err, -EINVAL,
+				"duration '%.*s' has a fraction (%s; write 90m for 1.5h)",
+				QUOTE_MAX, text, expected);
 		if (*p == '\0')
 			return msb_error_set(err, -EINVAL,
-			                     "duration '%.*s' has no unit after %.*s (%s)",
-			                     QUOTE_MAX, text, len, p - len, expected);
+					     "duration '%.*s' has no unit after %.*s (%s)",
+					     QUOTE_MAX, text, len, p - len, expected);
 		const struct duration_unit *u = NULL;
 		for (size_t i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]); i++) {
 			size_t ul = strlen(duration_units[i].name);
@@ -149,18 +146,18 @@ int msb_parse_duration(const char *text, uint64_t *ms, struct msb_error *err)
 			while (p[ul] && !isdigit((unsigned char)p[ul]) && ul < QUOTE_MAX)
 				ul++;
 			return msb_error_set(err, -EINVAL,
-			                     "duration '%.*s' has an unknown unit '%.*s' (%s)",
-			                     QUOTE_MAX, text, ul, p, expected);
+					     "duration '%.*s' has an unknown unit '%.*s' (%s)",
+					     QUOTE_MAX, text, ul, p, expected);
 		}
 		if (u->ms >= last_unit)
 			return msb_error_set(err, -EINVAL,
-			                     "duration '%.*s': units must go from largest to "
-			                     "smallest, each once (%s)",
-			                     QUOTE_MAX, text, expected);
+					     "duration '%.*s': units must go from largest to "
+					     "smallest, each once (%s)",
+					     QUOTE_MAX, text, expected);
 		last_unit = u->ms;
 		if (n > (UINT64_MAX - total) / u->ms)
-			return msb_error_set(err, -ERANGE, "duration '%.*s' is too long",
-			                     QUOTE_MAX, text);
+			return msb_error_set(err, -ERANGE, "duration '%.*s' is too long", QUOTE_MAX,
+					     text);
 		total += n * u->ms;
 		p += strlen(u->name);
 	}

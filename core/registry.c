@@ -57,23 +57,37 @@ struct required_op {
 	const char *name;
 };
 
-#define REQ(type, field) {offsetof(struct type, field) + sizeof(((struct type *)0)->field), #field}
+#define REQ(type, field)                                                                           \
+	{                                                                                          \
+		offsetof(struct type, field) + sizeof(((struct type *)0)->field), #field           \
+	}
 
 static const struct required_op hv_required[] = {
-	REQ(msb_hv_ops, configure), REQ(msb_hv_ops, add_disk), REQ(msb_hv_ops, start),
-	REQ(msb_hv_ops, agent_connect), REQ(msb_hv_ops, kill), REQ(msb_hv_ops, exited),
+	REQ(msb_hv_ops, configure),
+	REQ(msb_hv_ops, add_disk),
+	REQ(msb_hv_ops, start),
+	REQ(msb_hv_ops, agent_connect),
+	REQ(msb_hv_ops, kill),
+	REQ(msb_hv_ops, exited),
 	{0, NULL},
 };
 static const struct required_op net_required[] = {
-	REQ(msb_net_ops, setup), REQ(msb_net_ops, apply_policy), REQ(msb_net_ops, teardown),
-	REQ(msb_net_ops, reap), {0, NULL},
+	REQ(msb_net_ops, setup),
+	REQ(msb_net_ops, apply_policy),
+	REQ(msb_net_ops, teardown),
+	REQ(msb_net_ops, reap),
+	{0, NULL},
 };
 static const struct required_op storage_required[] = {
-	REQ(msb_storage_ops, share_open), REQ(msb_storage_ops, share_close), {0, NULL},
+	REQ(msb_storage_ops, share_open),
+	REQ(msb_storage_ops, share_close),
+	{0, NULL},
 };
 static const struct required_op secrets_required[] = {
-	REQ(msb_secrets_ops, proxy_start), REQ(msb_secrets_ops, guest_env),
-	REQ(msb_secrets_ops, proxy_stop), {0, NULL},
+	REQ(msb_secrets_ops, proxy_start),
+	REQ(msb_secrets_ops, guest_env),
+	REQ(msb_secrets_ops, proxy_stop),
+	{0, NULL},
 };
 
 struct kind_ops {
@@ -127,7 +141,7 @@ static int name_valid(const char *n)
 }
 
 static struct msb_module *add_record(struct msb_registry *reg, const char *file,
-                                     struct msb_error *err)
+				     struct msb_error *err)
 {
 	struct msb_module *m = realloc(reg->modules, (reg->count + 1) * sizeof(*m));
 	if (!m) {
@@ -146,8 +160,7 @@ static struct msb_module *add_record(struct msb_registry *reg, const char *file,
 	return m;
 }
 
-__attribute__((format(printf, 2, 3))) static int refuse(struct msb_module *m, const char *fmt,
-                                                        ...)
+__attribute__((format(printf, 2, 3))) static int refuse(struct msb_module *m, const char *fmt, ...)
 {
 	char why[REASON_MAX];
 	va_list ap;
@@ -165,7 +178,7 @@ __attribute__((format(printf, 2, 3))) static int refuse(struct msb_module *m, co
 }
 
 const struct msb_module *msb_registry_find(const struct msb_registry *reg, uint32_t kind,
-                                           const char *name)
+					   const char *name)
 {
 	for (size_t i = 0; i < reg->count; i++)
 		if (reg->modules[i].loaded && reg->modules[i].desc.kind == kind &&
@@ -216,34 +229,38 @@ int msb_registry_load_file(struct msb_registry *reg, const char *path, struct ms
 	if (d->size >= DESC_HEAD_SIZE && d->name)
 		copy_label(m->name, sizeof(m->name), d->name);
 	if (major != MSB_PLUGIN_ABI_MAJOR)
-		return refuse(m,
-		              "built for plugin ABI %u.%u, but this msb speaks ABI %u.%u (the major "
-		              "version must match)",
-		              major, minor, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR);
+		return refuse(
+			m,
+			"built for plugin ABI %u.%u, but this msb speaks ABI %u.%u (the major "
+			"version must match)",
+			major, minor, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR);
 	if (minor > MSB_PLUGIN_ABI_MINOR)
-		return refuse(m,
-		              "built for plugin ABI %u.%u, newer than this msb's ABI %u.%u (upgrade "
-		              "msb or rebuild the module against msb %u.%u headers)",
-		              major, minor, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR,
-		              MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR);
+		return refuse(
+			m,
+			"built for plugin ABI %u.%u, newer than this msb's ABI %u.%u (upgrade "
+			"msb or rebuild the module against msb %u.%u headers)",
+			major, minor, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR,
+			MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR);
 	if (d->size < DESC_MIN_SIZE)
-		return refuse(m,
-		              "descriptor size %u is too small for ABI %u.%u (expected at least %zu)",
-		              d->size, major, minor, DESC_MIN_SIZE);
+		return refuse(
+			m, "descriptor size %u is too small for ABI %u.%u (expected at least %zu)",
+			d->size, major, minor, DESC_MIN_SIZE);
 	if (d->size > sizeof(struct msb_plugin_desc))
-		return refuse(m,
-		              "descriptor size %u is larger than ABI %u.%u defines (%zu; expected at "
-		              "most that)",
-		              d->size, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR,
-		              sizeof(struct msb_plugin_desc));
+		return refuse(
+			m,
+			"descriptor size %u is larger than ABI %u.%u defines (%zu; expected at "
+			"most that)",
+			d->size, MSB_PLUGIN_ABI_MAJOR, MSB_PLUGIN_ABI_MINOR,
+			sizeof(struct msb_plugin_desc));
 	if (!d->name || !name_valid(d->name))
 		return refuse(m, "invalid module name '%s' (expected [a-z0-9][a-z0-9_-]{0,31})",
-		              m->name);
+			      m->name);
 	const struct kind_ops *ko = kind_ops_of(d->kind);
 	if (!ko)
-		return refuse(m, "unknown module kind %u (expected 1-4: hypervisor, network, "
-		                 "storage, secrets)",
-		              d->kind);
+		return refuse(m,
+			      "unknown module kind %u (expected 1-4: hypervisor, network, "
+			      "storage, secrets)",
+			      d->kind);
 
 	memcpy(&m->desc, d, d->size); /* the rest stays zero */
 	copy_label(m->version, sizeof(m->version), d->version ? d->version : "");
@@ -254,19 +271,21 @@ int msb_registry_load_file(struct msb_registry *reg, const char *path, struct ms
 	if (!m->desc.destroy)
 		return refuse(m, "missing required callback 'destroy'");
 	if (!m->desc.ops)
-		return refuse(m, "missing required %s operations table 'ops'", msb_kind_name(d->kind));
+		return refuse(m, "missing required %s operations table 'ops'",
+			      msb_kind_name(d->kind));
 
 	uint32_t ops_size = *(const uint32_t *)m->desc.ops;
 	size_t need = ops_min_size(ko->required);
 	if (ops_size < need)
 		return refuse(m, "%s ops table size %u is too small (expected at least %zu)",
-		              msb_kind_name(d->kind), ops_size, need);
+			      msb_kind_name(d->kind), ops_size, need);
 	if (ops_size > ko->host_size)
-		return refuse(m,
-		              "%s ops table size %u is larger than ABI %u.%u defines (%zu; expected "
-		              "at most that)",
-		              msb_kind_name(d->kind), ops_size, MSB_PLUGIN_ABI_MAJOR,
-		              MSB_PLUGIN_ABI_MINOR, ko->host_size);
+		return refuse(
+			m,
+			"%s ops table size %u is larger than ABI %u.%u defines (%zu; expected "
+			"at most that)",
+			msb_kind_name(d->kind), ops_size, MSB_PLUGIN_ABI_MAJOR,
+			MSB_PLUGIN_ABI_MINOR, ko->host_size);
 	memcpy(&m->ops, m->desc.ops, ops_size);
 	m->desc.ops = &m->ops;
 	for (const struct required_op *r = ko->required; r->name; r++) {
@@ -274,12 +293,12 @@ int msb_registry_load_file(struct msb_registry *reg, const char *path, struct ms
 		memcpy(&fn, (const char *)&m->ops + r->offset - sizeof(void *), sizeof(fn));
 		if (!fn)
 			return refuse(m, "missing required %s operation '%s'",
-			              msb_kind_name(d->kind), r->name);
+				      msb_kind_name(d->kind), r->name);
 	}
 	const struct msb_module *dup = msb_registry_find(reg, d->kind, m->name);
 	if (dup)
 		return refuse(m, "duplicate %s module name, already loaded from %s",
-		              msb_kind_name(d->kind), dup->file);
+			      msb_kind_name(d->kind), dup->file);
 	m->loaded = 1;
 	return 0;
 }
@@ -317,8 +336,7 @@ static int add_path_list(struct msb_registry *reg, const char *list, struct msb_
 }
 
 /* When this binary runs from the build tree, its modules are there too. */
-static int add_build_tree(struct msb_registry *reg, const char *build_root,
-                          struct msb_error *err)
+static int add_build_tree(struct msb_registry *reg, const char *build_root, struct msb_error *err)
 {
 	if (!build_root)
 		return 0;
@@ -347,7 +365,7 @@ static int add_build_tree(struct msb_registry *reg, const char *build_root,
 }
 
 int msb_registry_default_path(struct msb_registry *reg, const char *build_root,
-                              struct msb_error *err)
+			      struct msb_error *err)
 {
 	int r;
 	const char *env = getenv("MSB_PLUGIN_PATH");

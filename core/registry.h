@@ -9,9 +9,9 @@
 
 /* What happened to one file found on the search path. */
 struct msb_module {
-	char *file;     /* absolute path */
-	int loaded;     /* 1: usable; 0: refused */
-	char *reason;   /* refusal, one line naming file, module and what is wrong */
+	char *file;   /* absolute path */
+	int loaded;   /* 1: usable; 0: refused */
+	char *reason; /* refusal, one line naming file, module and what is wrong */
 	/* Host-side copies, zero-filled past what the module provided. */
 	struct msb_plugin_desc desc;
 	union {
@@ -22,7 +22,7 @@ struct msb_module {
 	} ops;
 	char name[33];
 	char version[65];
-	uint32_t abi;   /* as the module declared it */
+	uint32_t abi; /* as the module declared it */
 };
 
 struct msb_registry {
@@ -38,7 +38,7 @@ struct msb_registry {
  * and the installed $libdir/msb/plugins.
  */
 int msb_registry_default_path(struct msb_registry *reg, const char *build_root,
-                              struct msb_error *err);
+			      struct msb_error *err);
 /* Add one directory to the search path (kept in order, duplicates dropped). */
 int msb_registry_add_dir(struct msb_registry *reg, const char *dir, struct msb_error *err);
 /* Scan every directory on the path and load or refuse each *.so found. */
@@ -47,7 +47,7 @@ int msb_registry_scan(struct msb_registry *reg, struct msb_error *err);
 int msb_registry_load_file(struct msb_registry *reg, const char *path, struct msb_error *err);
 /* A loaded module of this kind and name, or NULL. */
 const struct msb_module *msb_registry_find(const struct msb_registry *reg, uint32_t kind,
-                                           const char *name);
+					   const char *name);
 void msb_registry_free(struct msb_registry *reg);
 
 const char *msb_kind_name(uint32_t kind);

@@ -22,15 +22,15 @@
 #include "suggest.h"
 
 /* Quote at most this much of a bad value back to the user. */
-#define Q 60
+#define Q	      60
 #define PATH_TEXT_MAX 4096
-#define ENV_TEXT_MAX (128 * 1024)
-#define LIST_MAX 256 /* volumes, publish, env, secrets, hosts per secret */
+#define ENV_TEXT_MAX  (128 * 1024)
+#define LIST_MAX      256 /* volumes, publish, env, secrets, hosts per secret */
 
 const char *const msb_default_modules[MSB_SLOT_COUNT] = {"kvm", "netfilter", "virtiofs",
-                                                         "tls-intercept"};
-const char *const msb_slot_option[MSB_SLOT_COUNT] = {"hypervisor", "net-backend",
-                                                     "storage-backend", "secrets-backend"};
+							 "tls-intercept"};
+const char *const msb_slot_option[MSB_SLOT_COUNT] = {"hypervisor", "net-backend", "storage-backend",
+						     "secrets-backend"};
 
 static const struct msb_spec_option options[] = {
 	{"name", 0, MSB_OPT_VALUE, "NAME", "name the sandbox ([A-Za-z0-9][A-Za-z0-9_.-]*, <= 63)"},
@@ -57,8 +57,7 @@ static const struct msb_spec_option options[] = {
 	{"hypervisor", 0, MSB_OPT_VALUE, "MODULE", "hypervisor module (default kvm)"},
 	{"net-backend", 0, MSB_OPT_VALUE, "MODULE", "network module (default netfilter)"},
 	{"storage-backend", 0, MSB_OPT_VALUE, "MODULE", "storage module (default virtiofs)"},
-	{"secrets-backend", 0, MSB_OPT_VALUE, "MODULE",
-	 "secrets module (default tls-intercept)"},
+	{"secrets-backend", 0, MSB_OPT_VALUE, "MODULE", "secrets module (default tls-intercept)"},
 	{"kernel", 0, MSB_OPT_VALUE, "PATH", "guest kernel (bzImage or vmlinux)"},
 	{"rootfs", 0, MSB_OPT_VALUE, "DIR", "boot this directory tree instead of an image"},
 	{NULL, 0, 0, NULL, NULL},
@@ -238,10 +237,11 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 static int opt_name(struct msb_spec *s, const char *v, struct msb_error *err)
 {
 	if (!msb_name_valid(v))
-		return msb_error_set(err, -EINVAL,
-		                     "--name '%.*s': invalid name (expected 1-%d of A-Z a-z 0-9 _ . -, "
-		                     "starting with a letter or digit)",
-		                     Q, v, MSB_NAME_MAX);
+		return msb_error_set(
+			err, -EINVAL,
+			"--name '%.*s': invalid name (expected 1-%d of A-Z a-z 0-9 _ . -, "
+			"starting with a letter or digit)",
+			Q, v, MSB_NAME_MAX);
 	return set_str(&s->name, v, err);
 }
 
@@ -249,8 +249,9 @@ static int opt_cpus(struct msb_spec *s, const char *v, struct msb_error *err)
 {
 	unsigned long n;
 	if (parse_uint(v, MSB_MAX_CPUS, &n) < 0 || n == 0)
-		return msb_error_set(err, -EINVAL, "--cpus '%.*s': expected a whole number from 1 to %d",
-		                     Q, v, MSB_MAX_CPUS);
+		return msb_error_set(err, -EINVAL,
+				     "--cpus '%.*s': expected a whole number from 1 to %d", Q, v,
+				     MSB_MAX_CPUS);
 	s->cpus = (uint32_t)n;
 	return 0;
 }
@@ -263,10 +264,10 @@ static int opt_memory(struct msb_spec *s, const char *v, struct msb_error *err)
 		return msb_error_prefix(err, "--memory: ");
 	if (b < MSB_MIN_MEMORY || b > MSB_MAX_MEMORY)
 		return msb_error_set(err, -EINVAL,
-		                     "--memory '%.*s': out of range (expected 64M to 1T)", Q, v);
+				     "--memory '%.*s': out of range (expected 64M to 1T)", Q, v);
 	if (b % (1u << 20))
 		return msb_error_set(err, -EINVAL,
-		                     "--memory '%.*s': expected a whole number of MiB", Q, v);
+				     "--memory '%.*s': expected a whole number of MiB", Q, v);
 	s->memory = b;
 	return 0;
 }
@@ -284,15 +285,16 @@ static int opt_egress(struct msb_spec *s, const char *v, struct msb_error *err)
 	}
 	const char *m = msb_suggest(v, words);
 	return msb_error_set(err, -EINVAL,
-	                     "--net-default-egress '%.*s': expected allow or deny%s%s%s", Q, v,
-	                     m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
+			     "--net-default-egress '%.*s': expected allow or deny%s%s%s", Q, v,
+			     m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
 }
 
 static int opt_net_rule(struct msb_spec *s, const char *v, struct msb_error *err)
 {
+	/* The parser's message already starts "net rule '...'". */
 	int r = msb_net_rules_parse(v, &s->rules, &s->nrules, err);
 	if (r < 0)
-		return msb_error_prefix(err, "--net-rule: ");
+		return r;
 	s->rules_given = 1;
 	return 0;
 }
@@ -303,7 +305,7 @@ static int opt_publish(struct msb_spec *s, const char *v, struct msb_error *err)
 	char buf[128];
 	if (strlen(v) >= sizeof(buf))
 		return msb_error_set(err, -EINVAL, "--publish '%.*s': too long (%s)", Q, v,
-		                     expected);
+				     expected);
 	strcpy(buf, v);
 	int udp = 0;
 	char *slash = strrchr(buf, '/');
@@ -313,8 +315,8 @@ static int opt_publish(struct msb_spec *s, const char *v, struct msb_error *err)
 			udp = 1;
 		else if (strcmp(slash + 1, "tcp") != 0)
 			return msb_error_set(err, -EINVAL,
-			                     "--publish '%.*s': unknown protocol '%s' (%s)", Q, v,
-			                     slash + 1, expected);
+					     "--publish '%.*s': unknown protocol '%s' (%s)", Q, v,
+					     slash + 1, expected);
 	}
 	/* Split from the right: the address may be [IPv6] with colons inside. */
 	char *guest = strrchr(buf, ':');
@@ -332,12 +334,12 @@ static int opt_publish(struct msb_spec *s, const char *v, struct msb_error *err)
 	unsigned long hp, gp;
 	if (parse_uint(host, 65535, &hp) < 0 || hp == 0)
 		return msb_error_set(err, -EINVAL,
-		                     "--publish '%.*s': bad host port '%.*s' (expected 1-65535)", Q,
-		                     v, Q, host);
+				     "--publish '%.*s': bad host port '%.*s' (expected 1-65535)", Q,
+				     v, Q, host);
 	if (parse_uint(guest, 65535, &gp) < 0 || gp == 0)
 		return msb_error_set(err, -EINVAL,
-		                     "--publish '%.*s': bad guest port '%.*s' (expected 1-65535)", Q,
-		                     v, Q, guest);
+				     "--publish '%.*s': bad guest port '%.*s' (expected 1-65535)",
+				     Q, v, Q, guest);
 	char a[64];
 	size_t al = strlen(addr);
 	unsigned char tmp[16];
@@ -357,8 +359,8 @@ static int opt_publish(struct msb_spec *s, const char *v, struct msb_error *err)
 		if (s->publish[i].host_port == hp && s->publish[i].udp == udp &&
 		    strcmp(s->publish[i].address, a) == 0)
 			return msb_error_set(err, -EINVAL,
-			                     "--publish '%.*s': host port %lu is already published",
-			                     Q, v, hp);
+					     "--publish '%.*s': host port %lu is already published",
+					     Q, v, hp);
 	struct msb_publish *p = grow(&s->publish, &s->npublish, sizeof(*p), "--publish", err);
 	if (!p)
 		return err ? err->code : -ENOMEM;
@@ -369,9 +371,9 @@ static int opt_publish(struct msb_spec *s, const char *v, struct msb_error *err)
 	return 0;
 bad_addr:
 	return msb_error_set(err, -EINVAL,
-	                     "--publish '%.*s': bad address '%.*s' (expected an IPv4 address or "
-	                     "[IPv6])",
-	                     Q, v, Q, addr);
+			     "--publish '%.*s': bad address '%.*s' (expected an IPv4 address or "
+			     "[IPv6])",
+			     Q, v, Q, addr);
 }
 
 static int opt_user(struct msb_spec *s, const char *v, struct msb_error *err)
@@ -393,9 +395,9 @@ static int opt_user(struct msb_spec *s, const char *v, struct msb_error *err)
 	}
 	if (!ok)
 		return msb_error_set(err, -EINVAL,
-		                     "--user '%.*s': expected a user name or uid, optionally "
-		                     ":group or :gid (e.g. app, 1000:1000)",
-		                     Q, v);
+				     "--user '%.*s': expected a user name or uid, optionally "
+				     ":group or :gid (e.g. app, 1000:1000)",
+				     Q, v);
 	return set_str(&s->user, v, err);
 }
 
@@ -411,18 +413,19 @@ static int opt_security(struct msb_spec *s, const char *v, struct msb_error *err
 		return 0;
 	}
 	const char *m = msb_suggest(v, words);
-	return msb_error_set(err, -EINVAL, "--security '%.*s': expected default or restricted%s%s%s",
-	                     Q, v, m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
+	return msb_error_set(err, -EINVAL,
+			     "--security '%.*s': expected default or restricted%s%s%s", Q, v,
+			     m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
 }
 
 /* An absolute guest path without "." or ".." parts, normalised. */
 static int guest_path(const char *opt, const char *full, const char *p, char **out,
-                      struct msb_error *err)
+		      struct msb_error *err)
 {
 	if (p[0] != '/')
 		return msb_error_set(err, -EINVAL,
-		                     "%s '%.*s': guest path '%.*s' is not absolute (expected /...)",
-		                     opt, Q, full, Q, p);
+				     "%s '%.*s': guest path '%.*s' is not absolute (expected /...)",
+				     opt, Q, full, Q, p);
 	if (strlen(p) >= PATH_TEXT_MAX)
 		return msb_error_set(err, -EINVAL, "%s '%.*s': guest path too long", opt, Q, full);
 	char *norm = malloc(strlen(p) + 1);
@@ -440,9 +443,9 @@ static int guest_path(const char *opt, const char *full, const char *p, char **o
 		if ((l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.')) {
 			free(norm);
 			return msb_error_set(err, -EINVAL,
-			                     "%s '%.*s': guest path '%.*s' has a '.' or '..' part "
-			                     "(expected a plain absolute path)",
-			                     opt, Q, full, Q, p);
+					     "%s '%.*s': guest path '%.*s' has a '.' or '..' part "
+					     "(expected a plain absolute path)",
+					     opt, Q, full, Q, p);
 		}
 		if (l) {
 			norm[n++] = '/';
@@ -481,22 +484,24 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 			if (strcmp(o, "ro") == 0 || strcmp(o, "rw") == 0) {
 				if (seen_mode++)
 					return msb_error_set(err, -EINVAL,
-					                     "--volume '%.*s': ro/rw given twice", Q, v);
+							     "--volume '%.*s': ro/rw given twice",
+							     Q, v);
 				ro = o[1] == 'o';
 			} else if (strcmp(o, "noexec") == 0) {
 				noexec = 1;
 			} else {
 				const char *m = msb_suggest(o, words);
-				return msb_error_set(err, -EINVAL,
-				                     "--volume '%.*s': unknown option '%.*s' (expected "
-				                     "ro, rw or noexec)%s%s%s",
-				                     Q, v, Q, o, m ? "; did you mean '" : "",
-				                     m ? m : "", m ? "'?" : "");
+				return msb_error_set(
+					err, -EINVAL,
+					"--volume '%.*s': unknown option '%.*s' (expected "
+					"ro, rw or noexec)%s%s%s",
+					Q, v, Q, o, m ? "; did you mean '" : "", m ? m : "",
+					m ? "'?" : "");
 			}
 		}
 		if (!seen_mode && !noexec)
 			return msb_error_set(err, -EINVAL, "--volume '%.*s': empty options (%s)", Q,
-			                     v, expected);
+					     v, expected);
 	}
 	char *target = NULL;
 	int r = guest_path("--volume", v, guest, &target, err);
@@ -511,18 +516,17 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 	} else {
 		free(target);
 		return msb_error_set(err, -EINVAL,
-		                     "--volume '%.*s': '%.*s' is neither a path nor a volume name "
-		                     "(%s; host paths start with / or ./)",
-		                     Q, v, Q, buf, expected);
+				     "--volume '%.*s': '%.*s' is neither a path nor a volume name "
+				     "(%s; host paths start with / or ./)",
+				     Q, v, Q, buf, expected);
 	}
-	struct msb_volume *slot = vol.source ? grow(&s->volumes, &s->nvolumes, sizeof(vol),
-	                                            "--volume", err)
-	                                     : NULL;
+	struct msb_volume *slot =
+		vol.source ? grow(&s->volumes, &s->nvolumes, sizeof(vol), "--volume", err) : NULL;
 	if (!slot) {
 		free(vol.source);
 		free(target);
 		return vol.source ? (err ? err->code : -ENOMEM)
-		                  : msb_error_set(err, -ENOMEM, "out of memory");
+				  : msb_error_set(err, -ENOMEM, "out of memory");
 	}
 	*slot = vol;
 	return 0;
@@ -531,27 +535,27 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 static int opt_secret(struct msb_spec *s, const char *v, struct msb_error *err)
 {
 	static const char expected[] = "expected ENV@HOST[,HOST...]; the value comes from the "
-	                               "host environment or --secret-file, never the command line";
+				       "host environment or --secret-file, never the command line";
 	const char *at = strchr(v, '@');
 	const char *eq = strchr(v, '=');
 	if (eq && (!at || eq < at))
 		/* Quote the name only: echoing the value would leak it to logs. */
 		return msb_error_set(err, -EINVAL,
-		                     "--secret '%.*s=...': an inline value is refused (%s)",
-		                     (int)(eq - v) > Q ? Q : (int)(eq - v), v, expected);
+				     "--secret '%.*s=...': an inline value is refused (%s)",
+				     (int)(eq - v) > Q ? Q : (int)(eq - v), v, expected);
 	if (!at)
 		return msb_error_set(err, -EINVAL, "--secret '%.*s': no @HOST (%s)", Q, v,
-		                     expected);
+				     expected);
 	if (!env_name_valid(v, (size_t)(at - v)))
 		return msb_error_set(err, -EINVAL,
-		                     "--secret '%.*s': '%.*s' is not an environment variable name "
-		                     "(%s)",
-		                     Q, v, (int)(at - v) > Q ? Q : (int)(at - v), v, expected);
+				     "--secret '%.*s': '%.*s' is not an environment variable name "
+				     "(%s)",
+				     Q, v, (int)(at - v) > Q ? Q : (int)(at - v), v, expected);
 	for (size_t i = 0; i < s->nsecrets; i++)
 		if (strncmp(s->secrets[i].env, v, (size_t)(at - v)) == 0 &&
 		    s->secrets[i].env[at - v] == '\0')
-			return msb_error_set(err, -EINVAL, "--secret '%.*s': %.*s is bound twice", Q,
-			                     v, (int)(at - v), v);
+			return msb_error_set(err, -EINVAL, "--secret '%.*s': %.*s is bound twice",
+					     Q, v, (int)(at - v), v);
 	struct msb_secret sec = {0};
 	sec.env = strndup(v, (size_t)(at - v));
 	cleanup_free char *hosts = strdup(at + 1);
@@ -570,10 +574,11 @@ static int opt_secret(struct msb_spec *s, const char *v, struct msb_error *err)
 			*save = '\0';
 		h = item;
 		if (!*h || !host_pattern_valid(h)) {
-			r = msb_error_set(err, -EINVAL,
-			                  "--secret '%.*s': bad host '%.*s' (expected a domain name "
-			                  "like api.example.com or *.example.com)",
-			                  Q, v, Q, h);
+			r = msb_error_set(
+				err, -EINVAL,
+				"--secret '%.*s': bad host '%.*s' (expected a domain name "
+				"like api.example.com or *.example.com)",
+				Q, v, Q, h);
 			break;
 		}
 		char **slot = grow(&sec.hosts, &sec.nhosts, sizeof(char *), "secret hosts", err);
@@ -591,9 +596,8 @@ static int opt_secret(struct msb_spec *s, const char *v, struct msb_error *err)
 		if (!save)
 			break;
 	}
-	struct msb_secret *slot = r == 0 ? grow(&s->secrets, &s->nsecrets, sizeof(sec),
-	                                        "--secret", err)
-	                                 : NULL;
+	struct msb_secret *slot =
+		r == 0 ? grow(&s->secrets, &s->nsecrets, sizeof(sec), "--secret", err) : NULL;
 	if (!slot) {
 		free(sec.env);
 		free_strv(sec.hosts, sec.nhosts);
@@ -604,7 +608,7 @@ static int opt_secret(struct msb_spec *s, const char *v, struct msb_error *err)
 }
 
 static int append_str(char ***v, size_t *n, const char *what, const char *value,
-                      struct msb_error *err)
+		      struct msb_error *err)
 {
 	char **slot = grow(v, n, sizeof(char *), what, err);
 	if (!slot)
@@ -622,9 +626,9 @@ static int opt_secret_file(struct msb_spec *s, const char *v, struct msb_error *
 	const char *eq = strchr(v, '=');
 	if (!eq || !env_name_valid(v, (size_t)(eq - v)) || !eq[1])
 		return msb_error_set(err, -EINVAL,
-		                     "--secret-file '%.*s': expected ENV=PATH (a file holding the "
-		                     "value of secret ENV)",
-		                     Q, v);
+				     "--secret-file '%.*s': expected ENV=PATH (a file holding the "
+				     "value of secret ENV)",
+				     Q, v);
 	return append_str(&s->secret_files, &s->nsecret_files, "--secret-file", v, err);
 }
 
@@ -634,21 +638,21 @@ static int opt_env(struct msb_spec *s, const char *v, struct msb_error *err)
 	size_t klen = eq ? (size_t)(eq - v) : strlen(v);
 	if (!env_name_valid(v, klen))
 		return msb_error_set(err, -EINVAL,
-		                     "--env '%.*s': '%.*s' is not a variable name (expected "
-		                     "KEY=VALUE or KEY, KEY of A-Z a-z 0-9 _)",
-		                     Q, v, (int)(klen > Q ? Q : klen), v);
+				     "--env '%.*s': '%.*s' is not a variable name (expected "
+				     "KEY=VALUE or KEY, KEY of A-Z a-z 0-9 _)",
+				     Q, v, (int)(klen > Q ? Q : klen), v);
 	if (strlen(v) > ENV_TEXT_MAX)
 		return msb_error_set(err, -EINVAL, "--env '%.*s': longer than %d bytes", Q, v,
-		                     ENV_TEXT_MAX);
+				     ENV_TEXT_MAX);
 	if (eq)
 		return append_str(&s->env, &s->nenv, "--env", v, err);
 	/* KEY alone takes the host's value, as docker does. */
 	const char *hv = getenv(v);
 	if (!hv)
 		return msb_error_set(err, -EINVAL,
-		                     "--env '%.*s': not set in the host environment (expected "
-		                     "KEY=VALUE, or KEY set on the host)",
-		                     Q, v);
+				     "--env '%.*s': not set in the host environment (expected "
+				     "KEY=VALUE, or KEY set on the host)",
+				     Q, v);
 	cleanup_free char *kv = NULL;
 	if (asprintf(&kv, "%s=%s", v, hv) < 0)
 		return msb_error_set(err, -ENOMEM, "out of memory");
@@ -667,7 +671,7 @@ static int opt_workdir(struct msb_spec *s, const char *v, struct msb_error *err)
 }
 
 static int opt_duration(uint64_t *dst, int *set, const char *opt, const char *v,
-                        struct msb_error *err)
+			struct msb_error *err)
 {
 	int r = msb_parse_duration(v, dst, err);
 	if (r < 0)
@@ -679,15 +683,17 @@ static int opt_duration(uint64_t *dst, int *set, const char *opt, const char *v,
 static int opt_module(struct msb_spec *s, int slot, const char *v, struct msb_error *err)
 {
 	size_t len = strlen(v);
-	int ok = len > 0 && len <= 32 && (islower((unsigned char)v[0]) || isdigit((unsigned char)v[0]));
+	int ok = len > 0 && len <= 32 &&
+		 (islower((unsigned char)v[0]) || isdigit((unsigned char)v[0]));
 	for (size_t i = 0; ok && i < len; i++)
 		ok = islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) || v[i] == '-' ||
 		     v[i] == '_';
 	if (!ok)
-		return msb_error_set(err, -EINVAL,
-		                     "--%s '%.*s': invalid module name (expected [a-z0-9][a-z0-9_-]*, "
-		                     "at most 32)",
-		                     msb_slot_option[slot], Q, v);
+		return msb_error_set(
+			err, -EINVAL,
+			"--%s '%.*s': invalid module name (expected [a-z0-9][a-z0-9_-]*, "
+			"at most 32)",
+			msb_slot_option[slot], Q, v);
 	return set_str(&s->modules[slot], v, err);
 }
 
@@ -707,14 +713,13 @@ static int opt_image(struct msb_spec *s, const char *v, struct msb_error *err)
 		ok = isgraph((unsigned char)v[i]);
 	if (!ok)
 		return msb_error_set(err, -EINVAL,
-		                     "image '%.*s': expected an image reference like python, "
-		                     "alpine:3.20 or registry:5000/repo@sha256:...",
-		                     Q, v);
+				     "image '%.*s': expected an image reference like python, "
+				     "alpine:3.20 or registry:5000/repo@sha256:...",
+				     Q, v);
 	return set_str(&s->image, v, err);
 }
 
-int msb_spec_set(struct msb_spec *s, const char *option, const char *value,
-                 struct msb_error *err)
+int msb_spec_set(struct msb_spec *s, const char *option, const char *value, struct msb_error *err)
 {
 	if (!s || !option)
 		return msb_error_set(err, -EINVAL, "no option given");
@@ -778,8 +783,7 @@ int msb_spec_set(struct msb_spec *s, const char *option, const char *value,
 	return msb_error_set(err, -EINVAL, "unknown option '%.*s'", Q, option);
 }
 
-int msb_spec_set_command(struct msb_spec *s, char *const *argv, size_t argc,
-                         struct msb_error *err)
+int msb_spec_set_command(struct msb_spec *s, char *const *argv, size_t argc, struct msb_error *err)
 {
 	if (argc > 4096)
 		return msb_error_set(err, -E2BIG, "command has too many arguments (at most 4096)");
@@ -812,28 +816,32 @@ static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 	for (size_t i = 0; i < s->nvolumes; i++) {
 		struct msb_volume *v = &s->volumes[i];
 		if (strcmp(v->target, "/") == 0)
-			return msb_error_set(err, -EINVAL,
-			                     "--volume %s:%s: cannot mount over the guest's / (expected "
-			                     "a directory below it)",
-			                     v->source, v->target);
+			return msb_error_set(
+				err, -EINVAL,
+				"--volume %s:%s: cannot mount over the guest's / (expected "
+				"a directory below it)",
+				v->source, v->target);
 		if (strcmp(v->target, "/.msb") == 0 || strncmp(v->target, "/.msb/", 6) == 0)
-			return msb_error_set(err, -EINVAL,
-			                     "--volume %s:%s: /.msb is reserved for the guest agent",
-			                     v->source, v->target);
+			return msb_error_set(
+				err, -EINVAL,
+				"--volume %s:%s: /.msb is reserved for the guest agent", v->source,
+				v->target);
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(s->volumes[j].target, v->target) == 0)
 				return msb_error_set(err, -EINVAL,
-				                     "--volume: guest path %s is used twice", v->target);
+						     "--volume: guest path %s is used twice",
+						     v->target);
 		if (v->named) {
 			/* Named volumes live in MSB_HOME; the storage module checks them. */
 			continue;
 		}
 		char real[PATH_MAX];
 		if (!realpath(v->source, real))
-			return msb_error_errno(err, -errno,
-			                       "--volume %s:%s: host path '%s' (expected an existing "
-			                       "directory or file)",
-			                       v->source, v->target, v->source);
+			return msb_error_errno(
+				err, -errno,
+				"--volume %s:%s: host path '%s' (expected an existing "
+				"directory or file)",
+				v->source, v->target, v->source);
 		char *c = strdup(real);
 		if (!c)
 			return msb_error_set(err, -ENOMEM, "out of memory");
@@ -850,7 +858,7 @@ static int read_secret_value(const char *path, size_t *len, struct msb_error *er
 		return msb_error_errno(err, -errno, "--secret-file: '%s'", path);
 	if (!S_ISREG(st.st_mode))
 		return msb_error_set(err, -EINVAL, "--secret-file: '%s' is not a regular file",
-		                     path);
+				     path);
 	if (access(path, R_OK) < 0)
 		return msb_error_errno(err, -errno, "--secret-file: '%s'", path);
 	*len = (size_t)st.st_size;
@@ -869,19 +877,19 @@ static int validate_secrets(struct msb_spec *s, struct msb_error *err)
 				sec = &s->secrets[i];
 		if (!sec)
 			return msb_error_set(err, -EINVAL,
-			                     "--secret-file '%.*s': no --secret %.*s@HOST binds it", Q,
-			                     kv, (int)(eq - kv), kv);
+					     "--secret-file '%.*s': no --secret %.*s@HOST binds it",
+					     Q, kv, (int)(eq - kv), kv);
 		char real[PATH_MAX];
 		if (!realpath(eq + 1, real))
 			return msb_error_errno(err, -errno, "--secret-file '%.*s': '%s'", Q, kv,
-			                       eq + 1);
+					       eq + 1);
 		size_t len = 0;
 		int r = read_secret_value(real, &len, err);
 		if (r < 0)
 			return r;
 		if (len == 0)
-			return msb_error_set(err, -EINVAL, "--secret-file '%.*s': the file is empty",
-			                     Q, kv);
+			return msb_error_set(err, -EINVAL,
+					     "--secret-file '%.*s': the file is empty", Q, kv);
 		if (set_str(&sec->file, real, err) < 0)
 			return -ENOMEM;
 	}
@@ -890,18 +898,20 @@ static int validate_secrets(struct msb_spec *s, struct msb_error *err)
 		if (!sec->file) {
 			const char *val = getenv(sec->env);
 			if (!val || !*val)
-				return msb_error_set(err, -EINVAL,
-				                     "--secret %s: %s is not set in the host environment "
-				                     "(expected it exported, or --secret-file %s=PATH)",
-				                     sec->env, sec->env, sec->env);
+				return msb_error_set(
+					err, -EINVAL,
+					"--secret %s: %s is not set in the host environment "
+					"(expected it exported, or --secret-file %s=PATH)",
+					sec->env, sec->env, sec->env);
 		}
 		for (size_t e = 0; e < s->nenv; e++)
 			if (strncmp(s->env[e], sec->env, strlen(sec->env)) == 0 &&
 			    s->env[e][strlen(sec->env)] == '=')
-				return msb_error_set(err, -EINVAL,
-				                     "--env %s conflicts with --secret %s (the guest "
-				                     "gets a placeholder for a secret)",
-				                     sec->env, sec->env);
+				return msb_error_set(
+					err, -EINVAL,
+					"--env %s conflicts with --secret %s (the guest "
+					"gets a placeholder for a secret)",
+					sec->env, sec->env);
 	}
 	return 0;
 }
@@ -914,28 +924,28 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 		return 0;
 	if (!s->image && !s->rootfs)
 		return msb_error_set(err, -EINVAL,
-		                     "no image given (expected an IMAGE argument or --rootfs DIR)");
+				     "no image given (expected an IMAGE argument or --rootfs DIR)");
 	if (s->image && s->rootfs)
 		return msb_error_set(err, -EINVAL,
-		                     "both IMAGE '%.*s' and --rootfs given (expected one of them)",
-		                     Q, s->image);
+				     "both IMAGE '%.*s' and --rootfs given (expected one of them)",
+				     Q, s->image);
 	if (s->no_net && (s->rules_given || s->egress || s->npublish))
 		return msb_error_set(err, -EINVAL,
-		                     "--no-net cannot be combined with %s (a sandbox without a "
-		                     "network has no rules or ports)",
-		                     s->rules_given ? "--net-rule"
-		                     : s->egress   ? "--net-default-egress"
-		                                   : "--publish");
+				     "--no-net cannot be combined with %s (a sandbox without a "
+				     "network has no rules or ports)",
+				     s->rules_given ? "--net-rule"
+				     : s->egress    ? "--net-default-egress"
+						    : "--publish");
 	if (s->rootfs) {
 		char real[PATH_MAX];
 		struct stat st;
 		if (!realpath(s->rootfs, real) || stat(real, &st) < 0)
 			return msb_error_errno(err, -errno,
-			                       "--rootfs '%.*s' (expected an existing directory)", Q,
-			                       s->rootfs);
+					       "--rootfs '%.*s' (expected an existing directory)",
+					       Q, s->rootfs);
 		if (!S_ISDIR(st.st_mode))
-			return msb_error_set(err, -ENOTDIR,
-			                     "--rootfs '%.*s' is not a directory", Q, s->rootfs);
+			return msb_error_set(err, -ENOTDIR, "--rootfs '%.*s' is not a directory", Q,
+					     s->rootfs);
 		if (set_str(&s->rootfs, real, err) < 0)
 			return -ENOMEM;
 	}
@@ -943,12 +953,12 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 		char real[PATH_MAX];
 		struct stat st;
 		if (!realpath(s->kernel, real) || stat(real, &st) < 0)
-			return msb_error_errno(err, -errno,
-			                       "--kernel '%.*s' (expected a bzImage or vmlinux file)",
-			                       Q, s->kernel);
+			return msb_error_errno(
+				err, -errno, "--kernel '%.*s' (expected a bzImage or vmlinux file)",
+				Q, s->kernel);
 		if (!S_ISREG(st.st_mode))
-			return msb_error_set(err, -EINVAL, "--kernel '%.*s' is not a regular file", Q,
-			                     s->kernel);
+			return msb_error_set(err, -EINVAL, "--kernel '%.*s' is not a regular file",
+					     Q, s->kernel);
 		if (set_str(&s->kernel, real, err) < 0)
 			return -ENOMEM;
 	}
@@ -963,13 +973,14 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 	if (!s->memory)
 		s->memory = MSB_DEFAULT_MEMORY;
 	if (!s->no_net) {
-		if (!s->egress)
-			s->egress = MSB_EGRESS_DENY;
-		if (!s->rules_given && s->egress == MSB_EGRESS_DENY) {
+		/* Neither rules nor a default given: the default posture. */
+		if (!s->rules_given && !s->egress) {
 			r = add_default_rules(s, err);
 			if (r < 0)
 				return r;
 		}
+		if (!s->egress)
+			s->egress = MSB_EGRESS_DENY;
 	}
 	s->validated = 1;
 	return 0;
@@ -979,10 +990,10 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 
 static const char *const action_names[] = {"", "allow", "deny"};
 static const char *const direction_names[] = {"", "egress", "ingress", "any"};
-static const char *const target_names[] = {"",     "any",  "dns",   "group",
-                                           "ipv4", "ipv6", "domain", "suffix"};
-static const char *const group_names[] = {"",     "public",    "private", "loopback",
-                                          "link-local", "meta", "multicast", "host"};
+static const char *const target_names[] = {"",	   "any",  "dns",    "group",
+					   "ipv4", "ipv6", "domain", "suffix"};
+static const char *const group_names[] = {"",		"public", "private",   "loopback",
+					  "link-local", "meta",	  "multicast", "host"};
 static const char *const proto_names[] = {"any", "tcp", "udp", "icmp"};
 
 #define NAME_OF(tab, i) ((i) >= 0 && (size_t)(i) < sizeof(tab) / sizeof(tab[0]) ? tab[i] : "?")
@@ -1010,7 +1021,7 @@ static json_t *rule_json(const struct msb_net_rule *r)
 	case MSB_TARGET_IPV4:
 	case MSB_TARGET_IPV6:
 		inet_ntop(r->target == MSB_TARGET_IPV4 ? AF_INET : AF_INET6, r->addr, addr,
-		          sizeof(addr));
+			  sizeof(addr));
 		json_object_set_new(t, "address", json_string(addr));
 		json_object_set_new(t, "prefix", json_integer(r->prefix));
 		break;
@@ -1023,9 +1034,9 @@ static json_t *rule_json(const struct msb_net_rule *r)
 	}
 	json_t *ports = r->port_lo ? json_pack("[ii]", r->port_lo, r->port_hi) : json_null();
 	return json_pack("{s:s,s:s,s:s,s:o,s:s,s:o}", "rule", text, "action",
-	                 NAME_OF(action_names, r->action), "direction",
-	                 NAME_OF(direction_names, r->direction), "target", t, "proto",
-	                 NAME_OF(proto_names, r->proto), "ports", ports);
+			 NAME_OF(action_names, r->action), "direction",
+			 NAME_OF(direction_names, r->direction), "target", t, "proto",
+			 NAME_OF(proto_names, r->proto), "ports", ports);
 }
 
 static json_t *opt_str(const char *s)
@@ -1043,64 +1054,63 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 	json_object_set_new(root, "image", opt_str(s->image));
 	json_object_set_new(root, "rootfs", opt_str(s->rootfs));
 	json_object_set_new(root, "command", strv_json(s->command, s->ncommand));
-	json_object_set_new(root, "resources",
-	                    json_pack("{s:i,s:I}", "cpus", (int)s->cpus, "memory",
-	                              (json_int_t)s->memory));
+	json_object_set_new(
+		root, "resources",
+		json_pack("{s:i,s:I}", "cpus", (int)s->cpus, "memory", (json_int_t)s->memory));
 	json_object_set_new(root, "lifetime",
-	                    json_pack("{s:I,s:I}", "idle_timeout_ms",
-	                              (json_int_t)s->idle_timeout_ms, "max_duration_ms",
-	                              (json_int_t)s->max_duration_ms));
+			    json_pack("{s:I,s:I}", "idle_timeout_ms",
+				      (json_int_t)s->idle_timeout_ms, "max_duration_ms",
+				      (json_int_t)s->max_duration_ms));
 	json_t *rules = json_array();
 	for (size_t i = 0; i < s->nrules; i++)
 		json_array_append_new(rules, rule_json(&s->rules[i]));
 	json_t *publish = json_array();
 	for (size_t i = 0; i < s->npublish; i++)
-		json_array_append_new(publish,
-		                      json_pack("{s:s,s:i,s:i,s:s}", "address", s->publish[i].address,
-		                                "host_port", s->publish[i].host_port, "guest_port",
-		                                s->publish[i].guest_port, "proto",
-		                                s->publish[i].udp ? "udp" : "tcp"));
+		json_array_append_new(publish, json_pack("{s:s,s:i,s:i,s:s}", "address",
+							 s->publish[i].address, "host_port",
+							 s->publish[i].host_port, "guest_port",
+							 s->publish[i].guest_port, "proto",
+							 s->publish[i].udp ? "udp" : "tcp"));
 	json_object_set_new(root, "network",
-	                    json_pack("{s:b,s:s?,s:o,s:o}", "enabled", !s->no_net,
-	                              "default_egress",
-	                              s->no_net ? NULL
-	                              : s->egress == MSB_EGRESS_ALLOW ? "allow"
-	                                                              : "deny",
-	                              "rules", rules, "publish", publish));
+			    json_pack("{s:b,s:s?,s:o,s:o}", "enabled", !s->no_net, "default_egress",
+				      s->no_net			      ? NULL
+				      : s->egress == MSB_EGRESS_ALLOW ? "allow"
+								      : "deny",
+				      "rules", rules, "publish", publish));
 	json_object_set_new(root, "process",
-	                    json_pack("{s:o,s:o,s:o}", "user", opt_str(s->user), "env",
-	                              strv_json(s->env, s->nenv), "workdir", opt_str(s->workdir)));
-	json_object_set_new(root, "security",
-	                    json_string(s->security == MSB_SECURITY_RESTRICTED ? "restricted"
-	                                                                       : "default"));
+			    json_pack("{s:o,s:o,s:o}", "user", opt_str(s->user), "env",
+				      strv_json(s->env, s->nenv), "workdir", opt_str(s->workdir)));
+	json_object_set_new(
+		root, "security",
+		json_string(s->security == MSB_SECURITY_RESTRICTED ? "restricted" : "default"));
 	json_t *vols = json_array();
 	for (size_t i = 0; i < s->nvolumes; i++)
 		json_array_append_new(vols, json_pack("{s:s,s:s,s:s,s:b,s:b}", "type",
-		                                      s->volumes[i].named ? "volume" : "bind",
-		                                      "source", s->volumes[i].source, "target",
-		                                      s->volumes[i].target, "read_only",
-		                                      s->volumes[i].read_only, "noexec",
-		                                      s->volumes[i].noexec));
+						      s->volumes[i].named ? "volume" : "bind",
+						      "source", s->volumes[i].source, "target",
+						      s->volumes[i].target, "read_only",
+						      s->volumes[i].read_only, "noexec",
+						      s->volumes[i].noexec));
 	json_object_set_new(root, "volumes", vols);
 	json_t *secrets = json_array();
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		/* The value is never in the spec: only where it comes from. */
-		json_array_append_new(secrets,
-		                      json_pack("{s:s,s:o,s:s,s:o}", "env", s->secrets[i].env,
-		                                "hosts",
-		                                strv_json(s->secrets[i].hosts, s->secrets[i].nhosts),
-		                                "source", s->secrets[i].file ? "file" : "env",
-		                                "file", opt_str(s->secrets[i].file)));
+		json_array_append_new(
+			secrets, json_pack("{s:s,s:o,s:s,s:o}", "env", s->secrets[i].env, "hosts",
+					   strv_json(s->secrets[i].hosts, s->secrets[i].nhosts),
+					   "source", s->secrets[i].file ? "file" : "env", "file",
+					   opt_str(s->secrets[i].file)));
 	}
 	json_object_set_new(root, "secrets", secrets);
 	json_object_set_new(root, "modules",
-	                    json_pack("{s:s,s:s,s:s,s:s}", "hypervisor",
-	                              msb_spec_module(s, MSB_SLOT_HV), "network",
-	                              msb_spec_module(s, MSB_SLOT_NET), "storage",
-	                              msb_spec_module(s, MSB_SLOT_STORAGE), "secrets",
-	                              msb_spec_module(s, MSB_SLOT_SECRETS)));
+			    json_pack("{s:s,s:s,s:s,s:s}", "hypervisor",
+				      msb_spec_module(s, MSB_SLOT_HV), "network",
+				      msb_spec_module(s, MSB_SLOT_NET), "storage",
+				      msb_spec_module(s, MSB_SLOT_STORAGE), "secrets",
+				      msb_spec_module(s, MSB_SLOT_SECRETS)));
 	json_object_set_new(root, "kernel", opt_str(s->kernel));
-	char *out = json_dumps(root, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER);
+	char *out =
+		json_dumps(root, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	return out;
 }
@@ -1110,11 +1120,11 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 static int json_fail(struct msb_error *err, const char *field, const char *expected)
 {
 	return msb_error_set(err, -EINVAL, "spec: field '%s' is malformed (expected %s)", field,
-	                     expected);
+			     expected);
 }
 
 static int set_from_string(struct msb_spec *s, json_t *v, const char *opt, const char *field,
-                           struct msb_error *err)
+			   struct msb_error *err)
 {
 	if (!v || json_is_null(v))
 		return 0;
@@ -1135,7 +1145,7 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 	if ((r = set_from_string(s, json_object_get(root, "name"), "name", "name", err)) < 0 ||
 	    (r = set_from_string(s, json_object_get(root, "image"), "image", "image", err)) < 0 ||
 	    (r = set_from_string(s, json_object_get(root, "rootfs"), "rootfs", "rootfs", err)) <
-	        0 ||
+		    0 ||
 	    (r = set_from_string(s, json_object_get(root, "kernel"), "kernel", "kernel", err)) < 0)
 		return r;
 	json_t *cmd = json_object_get(root, "command");
@@ -1186,7 +1196,7 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 				return json_fail(err, keys[i], "a non-negative integer");
 			char buf[32];
 			snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT "ms",
-			         json_integer_value(v));
+				 json_integer_value(v));
 			if (json_integer_value(v) == 0)
 				snprintf(buf, sizeof(buf), "0");
 			if ((r = msb_spec_set(s, opts[i], buf, err)) < 0)
@@ -1201,7 +1211,7 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 		if (en && json_is_false(en) && (r = msb_spec_set(s, "no-net", NULL, err)) < 0)
 			return r;
 		if ((r = set_from_string(s, json_object_get(net, "default_egress"),
-		                         "net-default-egress", "network.default_egress", err)) < 0)
+					 "net-default-egress", "network.default_egress", err)) < 0)
 			return r;
 		json_t *rules = json_object_get(net, "rules");
 		size_t i;
@@ -1222,12 +1232,13 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 			const char *addr, *proto;
 			int hp, gp;
 			if (json_unpack(p, "{s:s,s:i,s:i,s:s}", "address", &addr, "host_port", &hp,
-			                "guest_port", &gp, "proto", &proto) < 0)
-				return json_fail(err, "network.publish", "address, ports and proto");
+					"guest_port", &gp, "proto", &proto) < 0)
+				return json_fail(err, "network.publish",
+						 "address, ports and proto");
 			char buf[128];
 			int v6 = strchr(addr, ':') != NULL;
 			snprintf(buf, sizeof(buf), "%s%s%s:%d:%d/%s", v6 ? "[" : "", addr,
-			         v6 ? "]" : "", hp, gp, proto);
+				 v6 ? "]" : "", hp, gp, proto);
 			if ((r = msb_spec_set(s, "publish", buf, err)) < 0)
 				return r;
 		}
@@ -1235,9 +1246,9 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 	json_t *proc = json_object_get(root, "process");
 	if (proc) {
 		if ((r = set_from_string(s, json_object_get(proc, "user"), "user", "process.user",
-		                         err)) < 0 ||
+					 err)) < 0 ||
 		    (r = set_from_string(s, json_object_get(proc, "workdir"), "workdir",
-		                         "process.workdir", err)) < 0)
+					 "process.workdir", err)) < 0)
 			return r;
 		json_t *env = json_object_get(proc, "env"), *e;
 		size_t i;
@@ -1252,7 +1263,7 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 		}
 	}
 	if ((r = set_from_string(s, json_object_get(root, "security"), "security", "security",
-	                         err)) < 0)
+				 err)) < 0)
 		return r;
 	json_t *vols = json_object_get(root, "volumes"), *v;
 	size_t i;
@@ -1263,13 +1274,13 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 		const char *src, *dst;
 		int ro = 0, noexec = 0;
 		if (json_unpack(v, "{s:s,s:s,s?b,s?b}", "source", &src, "target", &dst, "read_only",
-		                &ro, "noexec", &noexec) < 0)
+				&ro, "noexec", &noexec) < 0)
 			return json_fail(err, "volumes", "objects with source and target");
 		if (strchr(src, ':') || strchr(dst, ':'))
 			return json_fail(err, "volumes", "paths without ':'");
 		cleanup_free char *buf = NULL;
 		if (asprintf(&buf, "%s:%s:%s%s", src, dst, ro ? "ro" : "rw",
-		             noexec ? ",noexec" : "") < 0)
+			     noexec ? ",noexec" : "") < 0)
 			return msb_error_set(err, -ENOMEM, "out of memory");
 		if ((r = msb_spec_set(s, "volume", buf, err)) < 0)
 			return r;
@@ -1281,8 +1292,8 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 	{
 		const char *env, *file = NULL;
 		json_t *hosts, *jfile = NULL;
-		if (json_unpack(sec, "{s:s,s:o,s?o}", "env", &env, "hosts", &hosts, "file", &jfile) <
-		        0 ||
+		if (json_unpack(sec, "{s:s,s:o,s?o}", "env", &env, "hosts", &hosts, "file",
+				&jfile) < 0 ||
 		    !json_is_array(hosts) || json_array_size(hosts) == 0 ||
 		    (jfile && !json_is_null(jfile) && !json_is_string(jfile)))
 			return json_fail(err, "secrets", "objects with env and hosts");
@@ -1296,7 +1307,8 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 			if (!json_is_string(h))
 				return json_fail(err, "secrets", "host names");
 			char *nb = NULL;
-			if (!buf || asprintf(&nb, "%s%c%s", buf, j ? ',' : '@', json_string_value(h)) < 0)
+			if (!buf ||
+			    asprintf(&nb, "%s%c%s", buf, j ? ',' : '@', json_string_value(h)) < 0)
 				return msb_error_set(err, -ENOMEM, "out of memory");
 			free(buf);
 			buf = nb;
@@ -1314,17 +1326,16 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 	json_t *mods = json_object_get(root, "modules");
 	if (mods) {
 		static const char *const keys[MSB_SLOT_COUNT] = {"hypervisor", "network", "storage",
-		                                                 "secrets"};
+								 "secrets"};
 		for (int slot = 0; slot < MSB_SLOT_COUNT; slot++)
 			if ((r = set_from_string(s, json_object_get(mods, keys[slot]),
-			                         msb_slot_option[slot], keys[slot], err)) < 0)
+						 msb_slot_option[slot], keys[slot], err)) < 0)
 				return r;
 	}
 	return 0;
 }
 
-int msb_spec_from_json(const char *json, size_t len, struct msb_spec **out,
-                       struct msb_error *err)
+int msb_spec_from_json(const char *json, size_t len, struct msb_spec **out, struct msb_error *err)
 {
 	if (len > MSB_SPEC_JSON_MAX)
 		return msb_error_set(err, -E2BIG, "spec: larger than %d bytes", MSB_SPEC_JSON_MAX);
@@ -1333,7 +1344,7 @@ int msb_spec_from_json(const char *json, size_t len, struct msb_spec **out,
 	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return msb_error_set(err, -EINVAL, "spec: not JSON: %s (line %d)", jerr.text,
-		                     jerr.line);
+				     jerr.line);
 	struct msb_spec *s = msb_spec_new();
 	int r = s ? from_json_fill(s, root, err) : msb_error_set(err, -ENOMEM, "out of memory");
 	json_decref(root);

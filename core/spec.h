@@ -17,19 +17,19 @@ enum msb_module_slot {
 };
 
 /* Defaults (docs/spec.md). */
-#define MSB_DEFAULT_CPUS 1
+#define MSB_DEFAULT_CPUS   1
 #define MSB_DEFAULT_MEMORY (512ull << 20)
-#define MSB_MIN_MEMORY (64ull << 20)
-#define MSB_MAX_MEMORY (1ull << 40)
-#define MSB_MAX_CPUS 64
-#define MSB_NAME_MAX 63
+#define MSB_MIN_MEMORY	   (64ull << 20)
+#define MSB_MAX_MEMORY	   (1ull << 40)
+#define MSB_MAX_CPUS	   64
+#define MSB_NAME_MAX	   63
 
 enum msb_egress { MSB_EGRESS_UNSET = 0, MSB_EGRESS_ALLOW, MSB_EGRESS_DENY };
 enum msb_security { MSB_SECURITY_DEFAULT = 0, MSB_SECURITY_RESTRICTED };
 
 struct msb_volume {
-	char *source;  /* absolute host path, or a volume name when named */
-	char *target;  /* absolute guest path */
+	char *source; /* absolute host path, or a volume name when named */
+	char *target; /* absolute guest path */
 	int named;
 	int read_only;
 	int noexec;
@@ -89,7 +89,7 @@ enum msb_option_arg { MSB_OPT_FLAG, MSB_OPT_VALUE, MSB_OPT_REPEAT };
 struct msb_spec_option {
 	const char *name;    /* long name, no dashes */
 	char short_name;     /* 0 when none */
-	int arg;             /* enum msb_option_arg */
+	int arg;	     /* enum msb_option_arg */
 	const char *metavar; /* "SIZE" */
 	const char *help;    /* one line */
 };
@@ -105,7 +105,7 @@ extern const char *const msb_slot_option[MSB_SLOT_COUNT];
 
 /* Append the command to run (msb run ... -- CMD). */
 int msb_spec_set_command(struct msb_spec *spec, char *const *argv, size_t argc,
-                         struct msb_error *err);
+			 struct msb_error *err);
 
 /* True when name is a valid sandbox name. */
 int msb_name_valid(const char *name);

@@ -18,7 +18,7 @@
 #include "error.h"
 #include "spec.h"
 
-#define TMP_PREFIX ".new-"
+#define TMP_PREFIX   ".new-"
 #define TRASH_PREFIX ".trash-"
 
 int msb_state_default_home(char *buf, size_t len, struct msb_error *err)
@@ -37,7 +37,7 @@ int msb_state_default_home(char *buf, size_t len, struct msb_error *err)
 			n = snprintf(buf, len, "%s/.local/share/msb", home);
 		else
 			return msb_error_set(err, -ENOENT,
-			                     "no state directory: set MSB_HOME or HOME");
+					     "no state directory: set MSB_HOME or HOME");
 	}
 	if (n < 0 || (size_t)n >= len)
 		return msb_error_set(err, -ENAMETOOLONG, "state directory path too long");
@@ -158,11 +158,11 @@ int msb_state_open(const char *home, struct msb_state *st, struct msb_error *err
 		return r;
 	}
 	st->sandboxes_fd =
-	        openat(st->home_fd, "sandboxes", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		openat(st->home_fd, "sandboxes", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	st->home = strdup(home);
 	if (st->sandboxes_fd < 0 || !st->home) {
 		r = st->home ? msb_error_errno(err, -errno, "state directory '%s/sandboxes'", home)
-		             : msb_error_set(err, -ENOMEM, "out of memory");
+			     : msb_error_set(err, -ENOMEM, "out of memory");
 		msb_state_close(st);
 		return r;
 	}
@@ -201,7 +201,7 @@ static int file_name_valid(const char *f)
 
 /* Write data to dirfd/file via a temp file + fsync + rename. */
 static int write_atomic_at(int dirfd, const char *file, const char *data, size_t len,
-                           struct msb_error *err)
+			   struct msb_error *err)
 {
 	char tmp[192];
 	uint32_t rnd;
@@ -298,11 +298,12 @@ static int open_sandbox(struct msb_state *st, const char *name, struct msb_error
 int msb_state_sandbox_exists(struct msb_state *st, const char *name)
 {
 	struct stat sb;
-	return msb_name_valid(name) && fstatat(st->sandboxes_fd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+	return msb_name_valid(name) &&
+	       fstatat(st->sandboxes_fd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 int msb_state_sandbox_create(struct msb_state *st, const char *name, const char *file,
-                             const char *data, size_t len, struct msb_error *err)
+			     const char *data, size_t len, struct msb_error *err)
 {
 	int r = check_name(name, err);
 	if (r < 0)
@@ -332,9 +333,10 @@ int msb_state_sandbox_create(struct msb_state *st, const char *name, const char 
 		goto fail;
 	/* The directory appears under its name complete, or not at all. */
 	if (renameat2(st->sandboxes_fd, tmp, st->sandboxes_fd, name, RENAME_NOREPLACE) < 0) {
-		r = errno == EEXIST ? msb_error_set(err, -EEXIST,
-		                                    "a sandbox named '%s' already exists", name)
-		                    : msb_error_errno(err, -errno, "state: create sandbox '%s'", name);
+		r = errno == EEXIST
+			    ? msb_error_set(err, -EEXIST, "a sandbox named '%s' already exists",
+					    name)
+			    : msb_error_errno(err, -errno, "state: create sandbox '%s'", name);
 		goto fail;
 	}
 	fsync(st->sandboxes_fd);
@@ -418,7 +420,7 @@ int msb_state_list(struct msb_state *st, char ***names, size_t *count, struct ms
 }
 
 int msb_state_write(struct msb_state *st, const char *name, const char *file, const char *data,
-                    size_t len, struct msb_error *err)
+		    size_t len, struct msb_error *err)
 {
 	if (!file_name_valid(file))
 		return msb_error_set(err, -EINVAL, "invalid state file name '%s'", file);
@@ -432,7 +434,7 @@ int msb_state_write(struct msb_state *st, const char *name, const char *file, co
 }
 
 int msb_state_read(struct msb_state *st, const char *name, const char *file, char **data,
-                   size_t *len, struct msb_error *err)
+		   size_t *len, struct msb_error *err)
 {
 	if (!file_name_valid(file))
 		return msb_error_set(err, -EINVAL, "invalid state file name '%s'", file);
@@ -443,7 +445,7 @@ int msb_state_read(struct msb_state *st, const char *name, const char *file, cha
 }
 
 int msb_state_update(struct msb_state *st, const char *name, const char *file,
-                     msb_state_update_fn fn, void *arg, struct msb_error *err)
+		     msb_state_update_fn fn, void *arg, struct msb_error *err)
 {
 	if (!file_name_valid(file))
 		return msb_error_set(err, -EINVAL, "invalid state file name '%s'", file);

@@ -32,7 +32,7 @@ void msb_state_close(struct msb_state *st);
 
 /* Create sandbox `name` with its first file, atomically: it exists whole or not at all. */
 int msb_state_sandbox_create(struct msb_state *st, const char *name, const char *file,
-                             const char *data, size_t len, struct msb_error *err);
+			     const char *data, size_t len, struct msb_error *err);
 /* 1 if it exists, 0 if not. */
 int msb_state_sandbox_exists(struct msb_state *st, const char *name);
 /* Remove a sandbox's directory and everything in it. */
@@ -42,10 +42,10 @@ int msb_state_list(struct msb_state *st, char ***names, size_t *count, struct ms
 
 /* Replace a file of a sandbox atomically. */
 int msb_state_write(struct msb_state *st, const char *name, const char *file, const char *data,
-                    size_t len, struct msb_error *err);
+		    size_t len, struct msb_error *err);
 /* Read a file of a sandbox (NUL-terminated copy in *data, at most MSB_STATE_FILE_MAX). */
 int msb_state_read(struct msb_state *st, const char *name, const char *file, char **data,
-                   size_t *len, struct msb_error *err);
+		   size_t *len, struct msb_error *err);
 
 /*
  * Read-modify-write under the sandbox's lock: fn gets the old content (NULL
@@ -53,8 +53,8 @@ int msb_state_read(struct msb_state *st, const char *name, const char *file, cha
  * freed here) or a negative errno to abort without writing.
  */
 typedef int (*msb_state_update_fn)(const char *old, size_t old_len, char **out, size_t *out_len,
-                                   void *arg);
+				   void *arg);
 int msb_state_update(struct msb_state *st, const char *name, const char *file,
-                     msb_state_update_fn fn, void *arg, struct msb_error *err);
+		     msb_state_update_fn fn, void *arg, struct msb_error *err);
 
 #endif

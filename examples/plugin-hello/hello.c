@@ -45,12 +45,12 @@ static void hello_destroy(void *inst)
 }
 
 static int hello_share_open(void *inst, const struct msb_share *share, struct msb_fs_server *srv,
-                            struct msb_error *err)
+			    struct msb_error *err)
 {
 	struct hello *h = inst;
 	(void)srv;
 	return h->host->error_set(h->host, err, -EOPNOTSUPP, "hello does not serve %s",
-	                          share->host_path);
+				  share->host_path);
 }
 
 static void hello_share_close(void *inst, struct msb_fs_server *srv)

@@ -30,7 +30,13 @@ struct msb_error {
 };
 
 /* A zeroed error, ready to be passed down. */
-#define MSB_ERROR_INIT {0, {0}}
+#define MSB_ERROR_INIT                                                                             \
+	{                                                                                          \
+		0,                                                                                 \
+		{                                                                                  \
+			0                                                                          \
+		}                                                                                  \
+	}
 
 #ifdef __cplusplus
 }

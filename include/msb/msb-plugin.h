@@ -41,9 +41,9 @@
 extern "C" {
 #endif
 
-#define MSB_PLUGIN_ABI_MAJOR 1
-#define MSB_PLUGIN_ABI_MINOR 0
-#define MSB_PLUGIN_ABI ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
+#define MSB_PLUGIN_ABI_MAJOR	     1
+#define MSB_PLUGIN_ABI_MINOR	     0
+#define MSB_PLUGIN_ABI		     ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
 
@@ -60,17 +60,17 @@ extern "C" {
  * MSB_PLUGIN_DEFINE(desc) — emit the entry point for a module whose
  * descriptor is the static const struct msb_plugin_desc `desc`.
  */
-#define MSB_PLUGIN_DEFINE(desc)                                                                  \
-	MSB_PLUGIN_EXPORT const struct msb_plugin_desc *msb_plugin_entry_v1(void);               \
-	MSB_PLUGIN_EXPORT const struct msb_plugin_desc *msb_plugin_entry_v1(void)                \
-	{                                                                                        \
-		return &(desc);                                                                  \
+#define MSB_PLUGIN_DEFINE(desc)                                                                    \
+	MSB_PLUGIN_EXPORT const struct msb_plugin_desc *msb_plugin_entry_v1(void);                 \
+	MSB_PLUGIN_EXPORT const struct msb_plugin_desc *msb_plugin_entry_v1(void)                  \
+	{                                                                                          \
+		return &(desc);                                                                    \
 	}
 
 /* Module kinds. */
 enum msb_plugin_kind {
-	MSB_PLUGIN_HV = 1,      /* hypervisor: builds and runs the VM */
-	MSB_PLUGIN_NET = 2,     /* network: namespace, TAP, egress policy, DNS */
+	MSB_PLUGIN_HV = 1,	/* hypervisor: builds and runs the VM */
+	MSB_PLUGIN_NET = 2,	/* network: namespace, TAP, egress policy, DNS */
 	MSB_PLUGIN_STORAGE = 3, /* storage: virtio-fs file servers for shares */
 	MSB_PLUGIN_SECRETS = 4, /* secrets: TLS-intercepting credential injector */
 };
@@ -88,16 +88,16 @@ enum msb_log_level {
  * vCPU thread is treated as running hostile code from the moment it starts.
  */
 enum msb_thread_class {
-	MSB_THREAD_VMM = 1,    /* device emulation, event loops */
-	MSB_THREAD_VCPU = 2,   /* one per virtual CPU */
-	MSB_THREAD_IO = 3,     /* blocking file or network I/O for a device backend */
-	MSB_THREAD_PROXY = 4,  /* network proxies (DNS interceptor, TLS proxy) */
+	MSB_THREAD_VMM = 1,   /* device emulation, event loops */
+	MSB_THREAD_VCPU = 2,  /* one per virtual CPU */
+	MSB_THREAD_IO = 3,    /* blocking file or network I/O for a device backend */
+	MSB_THREAD_PROXY = 4, /* network proxies (DNS interceptor, TLS proxy) */
 };
 
 /* Events for host->fd_add(). */
-#define MSB_FD_READ 0x1u
+#define MSB_FD_READ  0x1u
 #define MSB_FD_WRITE 0x2u
-#define MSB_FD_HUP 0x4u
+#define MSB_FD_HUP   0x4u
 
 typedef void (*msb_fd_cb)(int fd, uint32_t events, void *arg);
 
@@ -112,14 +112,14 @@ struct msb_host {
 
 	/* Write one log line, prefixed with the module's kind and name. */
 	void (*log)(const struct msb_host *host, int level, const char *fmt, ...)
-	    __attribute__((format(printf, 3, 4)));
+		__attribute__((format(printf, 3, 4)));
 
 	/*
 	 * Fill err (which may be NULL) with code and a formatted one-line
 	 * message; return code, which must be a negative errno.
 	 */
 	int (*error_set)(const struct msb_host *host, struct msb_error *err, int code,
-	                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 	/*
 	 * Event loop: call cb(fd, events, arg) on the supervisor's loop thread
@@ -127,7 +127,7 @@ struct msb_host {
 	 * module; remove it with fd_del before closing it.
 	 */
 	int (*fd_add)(const struct msb_host *host, int fd, uint32_t events, msb_fd_cb cb,
-	              void *arg);
+		      void *arg);
 	int (*fd_mod)(const struct msb_host *host, int fd, uint32_t events);
 	int (*fd_del)(const struct msb_host *host, int fd);
 
@@ -148,7 +148,7 @@ struct msb_host {
 	 * confinement before fn runs.  *tid receives the pthread_t.
 	 */
 	int (*thread_create)(const struct msb_host *host, int thread_class, const char *name,
-	                     void *(*fn)(void *), void *arg, unsigned long *tid);
+			     void *(*fn)(void *), void *arg, unsigned long *tid);
 
 	/* This sandbox's name and its private state directory (mode 0700). */
 	const char *sandbox_name;
@@ -158,7 +158,7 @@ struct msb_host {
 	void *core;
 };
 
-#define MSB_HOST_HAS(host, field)                                                               \
+#define MSB_HOST_HAS(host, field)                                                                  \
 	((host)->size >= offsetof(struct msb_host, field) + sizeof((host)->field))
 
 /*
@@ -168,11 +168,11 @@ struct msb_host {
  * the reverse order of creation.
  */
 enum msb_phase {
-	MSB_PHASE_PREPARE = 1,  /* host-side resources (namespaces, shares, proxies) */
-	MSB_PHASE_BOOT = 2,     /* devices attached, vCPUs about to run */
-	MSB_PHASE_READY = 3,    /* the guest agent answered */
+	MSB_PHASE_PREPARE = 1,	/* host-side resources (namespaces, shares, proxies) */
+	MSB_PHASE_BOOT = 2,	/* devices attached, vCPUs about to run */
+	MSB_PHASE_READY = 3,	/* the guest agent answered */
 	MSB_PHASE_STOPPING = 4, /* orderly shutdown asked for */
-	MSB_PHASE_STOPPED = 5,  /* VM gone; release what the guest used */
+	MSB_PHASE_STOPPED = 5,	/* VM gone; release what the guest used */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -190,8 +190,8 @@ enum msb_phase {
 struct msb_fs_server {
 	uint32_t size;
 	void *ctx;
-	int (*handle)(void *ctx, const struct iovec *in, unsigned in_count,
-	              const struct iovec *out, unsigned out_count);
+	int (*handle)(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
+		      unsigned out_count);
 	/* The share's mount tag, e.g. "msbfs0"; NUL-terminated, <= 35 bytes. */
 	char tag[36];
 };
@@ -199,25 +199,25 @@ struct msb_fs_server {
 /* A network attachment made by a network module, for the hypervisor. */
 struct msb_net_attach {
 	uint32_t size;
-	int tap_fd;             /* an IFF_TAP|IFF_NO_PI|IFF_VNET_HDR fd, or -1 */
-	uint8_t mac[6];         /* the guest's MAC address */
+	int tap_fd;	/* an IFF_TAP|IFF_NO_PI|IFF_VNET_HDR fd, or -1 */
+	uint8_t mac[6]; /* the guest's MAC address */
 	uint16_t mtu;
-	int netns_fd;           /* the sandbox's network namespace, or -1 */
+	int netns_fd; /* the sandbox's network namespace, or -1 */
 	/* Guest addressing, as text (the agent configures it). */
-	char guest_ipv4[48];    /* "10.201.0.2/30" */
-	char gateway_ipv4[48];  /* "10.201.0.1" */
-	char guest_ipv6[64];    /* "fd7a:...::2/64", or "" */
+	char guest_ipv4[48];   /* "10.201.0.2/30" */
+	char gateway_ipv4[48]; /* "10.201.0.1" */
+	char guest_ipv6[64];   /* "fd7a:...::2/64", or "" */
 	char gateway_ipv6[64];
-	char dns[64];           /* the resolver the guest should use */
+	char dns[64]; /* the resolver the guest should use */
 };
 
 /* Where a network module steers guest TLS for the secrets module. */
 struct msb_tls_steer {
 	uint32_t size;
-	uint16_t ports[8];      /* guest destination ports to steer (0 = unused) */
-	uint16_t proxy_port;    /* where the proxy listens, inside the sandbox netns */
-	char proxy_addr[48];    /* its address inside the namespace */
-	int block_quic;         /* nonzero: drop UDP to the steered ports */
+	uint16_t ports[8];   /* guest destination ports to steer (0 = unused) */
+	uint16_t proxy_port; /* where the proxy listens, inside the sandbox netns */
+	char proxy_addr[48]; /* its address inside the namespace */
+	int block_quic;	     /* nonzero: drop UDP to the steered ports */
 };
 
 /*
@@ -227,8 +227,7 @@ struct msb_tls_steer {
  */
 struct msb_pin_query {
 	void *ctx;
-	int (*check)(void *ctx, const char *name, const struct sockaddr *addr,
-	             socklen_t addr_len);
+	int (*check)(void *ctx, const char *name, const struct sockaddr *addr, socklen_t addr_len);
 };
 
 /* ---------------------------------------------------------------------- */
@@ -239,10 +238,10 @@ struct msb_vm_config {
 	uint32_t size;
 	uint32_t cpus;
 	uint64_t memory_bytes;
-	const char *kernel_path;  /* bzImage or vmlinux (PVH) */
-	const char *initrd_path;  /* may be NULL */
-	const char *cmdline;      /* extra kernel command line */
-	const char *console_log;  /* file that receives the serial console */
+	const char *kernel_path; /* bzImage or vmlinux (PVH) */
+	const char *initrd_path; /* may be NULL */
+	const char *cmdline;	 /* extra kernel command line */
+	const char *console_log; /* file that receives the serial console */
 };
 
 /* A virtio-blk disk. */
@@ -280,7 +279,7 @@ struct msb_hv_ops {
 /* Network configuration handed to a network module's setup. */
 struct msb_net_config {
 	uint32_t size;
-	int enabled;              /* 0: the guest gets no network device */
+	int enabled; /* 0: the guest gets no network device */
 };
 
 struct msb_net_ops {
@@ -291,14 +290,14 @@ struct msb_net_ops {
 	 * everything it made on failure.  Fills *attach for the hypervisor.
 	 */
 	int (*setup)(void *inst, const struct msb_net_config *cfg, struct msb_net_attach *attach,
-	             struct msb_error *err);
+		     struct msb_error *err);
 	/* Replace the egress policy atomically with the spec's rules (JSON). */
 	int (*apply_policy)(void *inst, const char *network_json, struct msb_error *err);
 	/* Steer guest TLS to the secrets proxy (called after its proxy_start). */
 	int (*steer_tls)(void *inst, const struct msb_tls_steer *steer, struct msb_error *err);
 	/* The DNS pin set check (see struct msb_pin_query); may run on any thread. */
 	int (*pin_check)(void *inst, const char *name, const struct sockaddr *addr,
-	                 socklen_t addr_len);
+			 socklen_t addr_len);
 	/* Undo setup.  Idempotent. */
 	int (*teardown)(void *inst, struct msb_error *err);
 	/*
@@ -312,45 +311,45 @@ struct msb_net_ops {
 /* A share the storage module serves. */
 struct msb_share {
 	uint32_t size;
-	const char *host_path;  /* absolute, exists */
+	const char *host_path;	/* absolute, exists */
 	const char *guest_path; /* absolute */
 	int read_only;
 	int noexec;
-	const char *tag;        /* virtio-fs tag chosen by the core */
+	const char *tag; /* virtio-fs tag chosen by the core */
 };
 
 struct msb_storage_ops {
 	uint32_t size;
 	/* Open a share; fills *srv, valid until share_close. */
 	int (*share_open)(void *inst, const struct msb_share *share, struct msb_fs_server *srv,
-	                  struct msb_error *err);
+			  struct msb_error *err);
 	void (*share_close)(void *inst, struct msb_fs_server *srv);
 };
 
 /* What the core gives the secrets module to start its proxy. */
 struct msb_proxy_config {
 	uint32_t size;
-	int netns_fd;                  /* listen inside this namespace; -1: here */
-	struct msb_pin_query pins;     /* the network module's DNS pin set */
+	int netns_fd;		   /* listen inside this namespace; -1: here */
+	struct msb_pin_query pins; /* the network module's DNS pin set */
 };
 
 /* What the secrets module reports back. */
 struct msb_proxy_info {
 	uint32_t size;
-	struct msb_tls_steer steer;    /* handed to the network module */
-	char ca_cert_path[256];        /* PEM the agent installs in the guest */
+	struct msb_tls_steer steer; /* handed to the network module */
+	char ca_cert_path[256];	    /* PEM the agent installs in the guest */
 };
 
 struct msb_secrets_ops {
 	uint32_t size;
 	int (*proxy_start)(void *inst, const struct msb_proxy_config *cfg,
-	                   struct msb_proxy_info *info, struct msb_error *err);
+			   struct msb_proxy_info *info, struct msb_error *err);
 	/*
 	 * The guest environment entry for a secret ("OPENAI_API_KEY" ->
 	 * "OPENAI_API_KEY=$MSB_OPENAI_API_KEY"), written into buf.
 	 */
 	int (*guest_env)(void *inst, const char *env_name, char *buf, size_t len,
-	                 struct msb_error *err);
+			 struct msb_error *err);
 	void (*proxy_stop)(void *inst);
 };
 
@@ -358,9 +357,9 @@ struct msb_secrets_ops {
 /* The descriptor.                                                         */
 
 struct msb_plugin_desc {
-	uint32_t abi;        /* MSB_PLUGIN_ABI at the module's build */
-	uint32_t size;       /* sizeof(struct msb_plugin_desc) at the module's build */
-	uint32_t kind;       /* enum msb_plugin_kind */
+	uint32_t abi;	     /* MSB_PLUGIN_ABI at the module's build */
+	uint32_t size;	     /* sizeof(struct msb_plugin_desc) at the module's build */
+	uint32_t kind;	     /* enum msb_plugin_kind */
 	const char *name;    /* [a-z0-9][a-z0-9_-]{0,31}, unique per kind */
 	const char *version; /* the module's own version, free text */
 
@@ -384,13 +383,13 @@ struct msb_plugin_desc {
 };
 
 /* Feature bits. */
-#define MSB_HV_F_SMP (1ull << 0)
-#define MSB_HV_F_VIRTIO_FS (1ull << 1)
-#define MSB_HV_F_VIRTIO_NET (1ull << 2)
+#define MSB_HV_F_SMP	      (1ull << 0)
+#define MSB_HV_F_VIRTIO_FS    (1ull << 1)
+#define MSB_HV_F_VIRTIO_NET   (1ull << 2)
 #define MSB_NET_F_DNS_PINNING (1ull << 0)
-#define MSB_NET_F_TLS_STEER (1ull << 1)
+#define MSB_NET_F_TLS_STEER   (1ull << 1)
 #define MSB_STORAGE_F_OPENAT2 (1ull << 0)
-#define MSB_SECRETS_F_HTTP1 (1ull << 0)
+#define MSB_SECRETS_F_HTTP1   (1ull << 0)
 
 #ifdef __cplusplus
 }

@@ -37,10 +37,10 @@ void msb_free(void *p);
 
 /* Set err to code and a formatted message; return code (negative errno). */
 int msb_error_set(struct msb_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4)));
 /* Prefix err's message with formatted context ("loading x: "); return err->code. */
 int msb_error_prefix(struct msb_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+	__attribute__((format(printf, 2, 3)));
 void msb_error_clear(struct msb_error *err);
 
 /* ---- values ------------------------------------------------------------ */
@@ -103,19 +103,19 @@ enum msb_rule_proto {
 
 #define MSB_DOMAIN_MAX 253
 /* Most rules one sandbox may have, and the longest rule text accepted. */
-#define MSB_NET_RULES_MAX 4096
+#define MSB_NET_RULES_MAX      4096
 #define MSB_NET_RULES_TEXT_MAX (256 * 1024)
 
 struct msb_net_rule {
-	int action;     /* enum msb_rule_action */
-	int direction;  /* enum msb_rule_direction */
-	int target;     /* enum msb_rule_target */
-	int group;      /* enum msb_rule_group, for MSB_TARGET_GROUP */
-	uint8_t addr[16]; /* network address (IPv4 in the first 4 bytes) */
-	uint8_t prefix;   /* prefix length */
+	int action;			 /* enum msb_rule_action */
+	int direction;			 /* enum msb_rule_direction */
+	int target;			 /* enum msb_rule_target */
+	int group;			 /* enum msb_rule_group, for MSB_TARGET_GROUP */
+	uint8_t addr[16];		 /* network address (IPv4 in the first 4 bytes) */
+	uint8_t prefix;			 /* prefix length */
 	char domain[MSB_DOMAIN_MAX + 1]; /* lower case; for SUFFIX without "*." */
-	int proto;        /* enum msb_rule_proto */
-	uint16_t port_lo; /* 0 and 0: any port */
+	int proto;			 /* enum msb_rule_proto */
+	uint16_t port_lo;		 /* 0 and 0: any port */
 	uint16_t port_hi;
 };
 
@@ -126,7 +126,7 @@ struct msb_net_rule {
  * and token, with a suggestion for a misspelled keyword.
  */
 int msb_net_rules_parse(const char *text, struct msb_net_rule **rules, size_t *count,
-                        struct msb_error *err);
+			struct msb_error *err);
 
 /* The rule's canonical text ("allow@public:tcp:443"), NUL-terminated. */
 int msb_net_rule_format(const struct msb_net_rule *rule, char *buf, size_t len);
@@ -146,7 +146,7 @@ void msb_spec_free(struct msb_spec *spec);
  * can repeat (net-rule, volume, env, secret, publish) append.
  */
 int msb_spec_set(struct msb_spec *spec, const char *option, const char *value,
-                 struct msb_error *err);
+		 struct msb_error *err);
 
 /*
  * Check the spec as a whole (conflicting options, defaults) and fill in
@@ -160,8 +160,7 @@ char *msb_spec_to_json(const struct msb_spec *spec, int pretty);
 
 /* Parse and validate a JSON spec (at most MSB_SPEC_JSON_MAX bytes). */
 #define MSB_SPEC_JSON_MAX (1024 * 1024)
-int msb_spec_from_json(const char *json, size_t len, struct msb_spec **spec,
-                       struct msb_error *err);
+int msb_spec_from_json(const char *json, size_t len, struct msb_spec **spec, struct msb_error *err);
 
 /* The sandbox name, or NULL when unnamed. */
 const char *msb_spec_name(const struct msb_spec *spec);

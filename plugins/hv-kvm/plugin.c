@@ -19,7 +19,7 @@
 #include <msb/msb-plugin.h>
 
 /* From <linux/kvm.h>; the API version has been 12 since Linux 2.6.22. */
-#define KVM_API_VERSION_EXPECTED 12
+#define KVM_API_VERSION_EXPECTED  12
 #define KVM_GET_API_VERSION_IOCTL 0xAE00
 
 struct kvm_instance {
@@ -35,15 +35,14 @@ static int kvm_create(const struct msb_host *host, void **inst, struct msb_error
 	int fd = open(dev, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return host->error_set(host, err, -errno,
-		                       "no usable %s (%s): run where KVM is available, or inside "
-		                       "tests/kvmhost/run",
-		                       dev, strerror(errno));
+				       "no usable %s (%s): run where KVM is available, or inside "
+				       "tests/kvmhost/run",
+				       dev, strerror(errno));
 	int version = ioctl(fd, KVM_GET_API_VERSION_IOCTL, 0);
 	if (version != KVM_API_VERSION_EXPECTED) {
 		close(fd);
-		return host->error_set(host, err, -ENOTSUP,
-		                       "%s speaks KVM API %d, expected %d", dev, version,
-		                       KVM_API_VERSION_EXPECTED);
+		return host->error_set(host, err, -ENOTSUP, "%s speaks KVM API %d, expected %d",
+				       dev, version, KVM_API_VERSION_EXPECTED);
 	}
 	struct kvm_instance *k = calloc(1, sizeof(*k));
 	if (!k) {
@@ -69,7 +68,7 @@ static int not_yet(void *inst, struct msb_error *err)
 {
 	struct kvm_instance *k = inst;
 	return k->host->error_set(k->host, err, -ENOSYS,
-	                          "the kvm monitor cannot build VMs yet in this build");
+				  "the kvm monitor cannot build VMs yet in this build");
 }
 
 static int kvm_configure(void *inst, const struct msb_vm_config *cfg, struct msb_error *err)

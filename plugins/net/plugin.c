@@ -33,14 +33,14 @@ static void net_destroy(void *inst)
 }
 
 static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_net_attach *attach,
-                     struct msb_error *err)
+		     struct msb_error *err)
 {
 	struct net_instance *n = inst;
 	(void)attach;
 	if (!cfg->enabled)
 		return 0; /* --no-net: nothing to build, and that is complete */
 	return n->host->error_set(n->host, err, -ENOSYS,
-	                          "sandbox networking is not built yet; use --no-net");
+				  "sandbox networking is not built yet; use --no-net");
 }
 
 static int net_apply_policy(void *inst, const char *network_json, struct msb_error *err)

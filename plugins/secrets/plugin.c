@@ -34,7 +34,7 @@ static void secrets_destroy(void *inst)
 }
 
 static int secrets_proxy_start(void *inst, const struct msb_proxy_config *cfg,
-                               struct msb_proxy_info *info, struct msb_error *err)
+			       struct msb_proxy_info *info, struct msb_error *err)
 {
 	struct secrets_instance *s = inst;
 	(void)cfg;
@@ -44,13 +44,13 @@ static int secrets_proxy_start(void *inst, const struct msb_proxy_config *cfg,
 
 /* The guest only ever sees a placeholder: ENV=$MSB_ENV. */
 static int secrets_guest_env(void *inst, const char *env_name, char *buf, size_t len,
-                             struct msb_error *err)
+			     struct msb_error *err)
 {
 	struct secrets_instance *s = inst;
 	int n = snprintf(buf, len, "%s=$MSB_%s", env_name, env_name);
 	if (n < 0 || (size_t)n >= len)
 		return s->host->error_set(s->host, err, -ENOSPC, "placeholder for %s too long",
-		                          env_name);
+					  env_name);
 	return n;
 }
 

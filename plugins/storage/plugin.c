@@ -31,14 +31,14 @@ static void storage_destroy(void *inst)
 	free(inst);
 }
 
-static int storage_share_open(void *inst, const struct msb_share *share,
-                              struct msb_fs_server *srv, struct msb_error *err)
+static int storage_share_open(void *inst, const struct msb_share *share, struct msb_fs_server *srv,
+			      struct msb_error *err)
 {
 	struct storage_instance *s = inst;
 	(void)srv;
 	return s->host->error_set(s->host, err, -ENOSYS,
-	                          "cannot share %s yet: the virtio-fs server is not built",
-	                          share->host_path);
+				  "cannot share %s yet: the virtio-fs server is not built",
+				  share->host_path);
 }
 
 static void storage_share_close(void *inst, struct msb_fs_server *srv)

@@ -19,11 +19,11 @@ static void test_config_ok(void **state)
 {
 	(void)state;
 	const char *text = "# msb config\n"
-	                   "plugin_path = /opt/a:/opt/b\n"
-	                   "\n"
-	                   "  [network.netfilter]  \n"
-	                   "pool = 10.201.0.0/16\n"
-	                   "pool = 10.202.0.0/16\n";
+			   "plugin_path = /opt/a:/opt/b\n"
+			   "\n"
+			   "  [network.netfilter]  \n"
+			   "pool = 10.201.0.0/16\n"
+			   "pool = 10.202.0.0/16\n";
 	struct msb_error err = MSB_ERROR_INIT;
 	assert_int_equal(msb_config_parse(text, strlen(text), "test", &err), 0);
 	assert_string_equal(msb_config_get(NULL, "plugin_path"), "/opt/a:/opt/b");
@@ -45,7 +45,8 @@ static void test_config_bad(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct msb_error err = MSB_ERROR_INIT;
-		assert_true(msb_config_parse(cases[i].text, strlen(cases[i].text), "test", &err) < 0);
+		assert_true(msb_config_parse(cases[i].text, strlen(cases[i].text), "test", &err) <
+			    0);
 		if (!strstr(err.msg, cases[i].token))
 			fail_msg("'%s': '%s' lacks '%s'", cases[i].text, err.msg, cases[i].token);
 		assert_null(msb_config_get(NULL, "a"));

@@ -79,7 +79,8 @@ static void test_refusals(void **state)
 	REFUSED("fx-bad-name.so", "invalid module name");
 	REFUSED("fx-ops-small.so", "\"fx-opssmall\"", "ops table size 4 is too small");
 	REFUSED("fx-missing-op.so", "\"fx-missingop\"", "'start'");
-	REFUSED("fx-unresolved.so", "not a loadable module", "msb_fixture_symbol_that_does_not_exist");
+	REFUSED("fx-unresolved.so", "not a loadable module",
+		"msb_fixture_symbol_that_does_not_exist");
 	REFUSED("fx-garbage.so", "not a loadable module");
 }
 
@@ -152,7 +153,7 @@ static void test_instance_lifecycle(void **state)
 	struct msb_error err = MSB_ERROR_INIT;
 	struct msb_instance *in = NULL;
 	const char *spec = "{\"name\":\"box\",\"resources\":{\"cpus\":2,\"memory\":1024},"
-	                   "\"network\":{\"enabled\":true}}";
+			   "\"network\":{\"enabled\":true}}";
 	assert_int_equal(msb_instance_create(m, "box", "/tmp/x", spec, NULL, &in, &err), 0);
 	const struct msb_host *h = &in->host;
 	assert_int_equal(h->abi, MSB_PLUGIN_ABI);
@@ -169,9 +170,9 @@ static void test_instance_lifecycle(void **state)
 
 	/* A module's create failure comes back as one line naming the module. */
 	in = NULL;
-	assert_int_equal(msb_instance_create(m, "x", "", "{\"name\":\"fail-create\"}", NULL, &in,
-	                                     &err),
-	                 -EPERM);
+	assert_int_equal(
+		msb_instance_create(m, "x", "", "{\"name\":\"fail-create\"}", NULL, &in, &err),
+		-EPERM);
 	assert_null(in);
 	assert_non_null(strstr(err.msg, "fx-good"));
 	assert_non_null(strstr(err.msg, "told to fail"));
@@ -194,13 +195,12 @@ static void test_thread_create(void **state)
 	assert_int_equal(msb_instance_create(m, "box", "", "{}", NULL, &in, &err), 0);
 	int v = 0;
 	unsigned long tid = 0;
-	assert_int_equal(in->host.thread_create(&in->host, MSB_THREAD_IO, "fx-io", thread_fn, &v,
-	                                        &tid),
-	                 0);
+	assert_int_equal(
+		in->host.thread_create(&in->host, MSB_THREAD_IO, "fx-io", thread_fn, &v, &tid), 0);
 	assert_int_equal(pthread_join((pthread_t)tid, NULL), 0);
 	assert_int_equal(v, 42);
 	assert_int_equal(in->host.thread_create(&in->host, 99, "bad", thread_fn, &v, &tid),
-	                 -EINVAL);
+			 -EINVAL);
 	msb_instance_destroy(in);
 	msb_registry_free(&reg);
 }

@@ -520,6 +520,9 @@ static void test_error_action(void **state)
 	expect_error("permit@public", "unknown action 'permit'", "allow or deny");
 	expect_error("@public", "missing action", "allow or deny");
 	expect_error("allow:egress:tcp@public", "too many ':'", "'allow:egress:tcp'");
+	/* Longer than any keyword: reported, quoted in part, no suggestion. */
+	expect_error("allowallowallowallowallowallowallowallowallowallowallowallowallow@public",
+		     "unknown action 'allowallow", "...'");
 }
 
 static void test_error_direction(void **state)
@@ -652,6 +655,7 @@ static void test_error_ports(void **state)
 	expect_error("allow@public:tcp:70000", "'allow@public:tcp:70000'",
 		     "port '70000' out of range", "1-65535, lo-hi or any");
 	expect_error("allow@public:tcp:0", "port '0' out of range");
+	expect_error("allow@public:tcp:65536", "port '65536' out of range");
 	expect_error("allow@public:tcp:99999999999999999999", "out of range");
 	expect_error("allow@public:tcp:080", "port '080'", "leading zero");
 	expect_error("allow@public:tcp:90-80", "'90-80'", "backwards", "did you mean 80-90?");

@@ -20,10 +20,17 @@ static void test_size_ok(void **state)
 		const char *in;
 		uint64_t out;
 	} cases[] = {
-		{"0", 0},           {"512", 512},         {"1B", 1},
-		{"1K", 1024},       {"1k", 1024},         {"512M", 512ull << 20},
-		{"512MiB", 512ull << 20}, {"1G", 1ull << 30}, {"1GB", 1ull << 30},
-		{"2T", 2ull << 40}, {"16777215T", 16777215ull << 40},
+		{"0", 0},
+		{"512", 512},
+		{"1B", 1},
+		{"1K", 1024},
+		{"1k", 1024},
+		{"512M", 512ull << 20},
+		{"512MiB", 512ull << 20},
+		{"1G", 1ull << 30},
+		{"1GB", 1ull << 30},
+		{"2T", 2ull << 40},
+		{"16777215T", 16777215ull << 40},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 1;
@@ -40,11 +47,19 @@ static void test_size_bad(void **state)
 		const char *in;
 		const char *token;
 	} cases[] = {
-		{"", "empty"},           {"12X", "'X'"},       {"1.5G", "fraction"},
-		{"-1G", "'-1G'"},        {"+1G", "'+1G'"},     {" 1G", "' 1G'"},
-		{"1G ", "'G '"},         {"1 G", "' G'"},      {"G", "'G'"},
-		{"1GiBs", "'GiBs'"},     {"99999999999999999999", "too large"},
-		{"16777216T", "too large"}, {"1KK", "'KK'"},
+		{"", "empty"},
+		{"12X", "'X'"},
+		{"1.5G", "fraction"},
+		{"-1G", "'-1G'"},
+		{"+1G", "'+1G'"},
+		{" 1G", "' 1G'"},
+		{"1G ", "'G '"},
+		{"1 G", "' G'"},
+		{"G", "'G'"},
+		{"1GiBs", "'GiBs'"},
+		{"99999999999999999999", "too large"},
+		{"16777216T", "too large"},
+		{"1KK", "'KK'"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 77;
@@ -55,7 +70,7 @@ static void test_size_bad(void **state)
 		assert_true(v == 77);
 		if (!strstr(err.msg, cases[i].token))
 			fail_msg("size '%s': message '%s' lacks '%s'", cases[i].in, err.msg,
-			         cases[i].token);
+				 cases[i].token);
 		assert_null(strchr(err.msg, '\n'));
 	}
 }
@@ -67,8 +82,13 @@ static void test_duration_ok(void **state)
 		const char *in;
 		uint64_t ms;
 	} cases[] = {
-		{"0", 0},         {"30s", 30000},      {"5m", 300000},     {"1h", 3600000},
-		{"1h30m", 5400000}, {"250ms", 250},    {"1d2h3m4s5ms", 93784005},
+		{"0", 0},
+		{"30s", 30000},
+		{"5m", 300000},
+		{"1h", 3600000},
+		{"1h30m", 5400000},
+		{"250ms", 250},
+		{"1d2h3m4s5ms", 93784005},
 		{"0s", 0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -85,9 +105,17 @@ static void test_duration_bad(void **state)
 		const char *in;
 		const char *token;
 	} cases[] = {
-		{"", "empty"},       {"5", "no unit"},     {"5x", "'x'"},   {"m", "'m'"},
-		{"1m1h", "largest"}, {"1s1s", "largest"},  {"-5s", "'-5s'"}, {"5 s", "' s'"},
-		{"1.5h", "fraction"},   {"5sec", "'sec'"},    {"99999999999999999999d", "too long"},
+		{"", "empty"},
+		{"5", "no unit"},
+		{"5x", "'x'"},
+		{"m", "'m'"},
+		{"1m1h", "largest"},
+		{"1s1s", "largest"},
+		{"-5s", "'-5s'"},
+		{"5 s", "' s'"},
+		{"1.5h", "fraction"},
+		{"5sec", "'sec'"},
+		{"99999999999999999999d", "too long"},
 		{"999999999999999d", "too long"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -99,15 +127,15 @@ static void test_duration_bad(void **state)
 		assert_true(v == 77);
 		if (!strstr(err.msg, cases[i].token))
 			fail_msg("duration '%s': message '%s' lacks '%s'", cases[i].in, err.msg,
-			         cases[i].token);
+				 cases[i].token);
 	}
 }
 
 static void test_suggest(void **state)
 {
 	(void)state;
-	static const char *const words[] = {"allow", "deny", "public", "private", "link-local",
-	                                    NULL};
+	static const char *const words[] = {"allow",   "deny",	     "public",
+					    "private", "link-local", NULL};
 	assert_string_equal(msb_suggest("alow", words), "allow");
 	assert_string_equal(msb_suggest("allwo", words), "allow"); /* transposition */
 	assert_string_equal(msb_suggest("publc", words), "public");
@@ -148,9 +176,9 @@ static void test_error_helpers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_size_ok),      cmocka_unit_test(test_size_bad),
-		cmocka_unit_test(test_duration_ok),  cmocka_unit_test(test_duration_bad),
-		cmocka_unit_test(test_suggest),      cmocka_unit_test(test_error_helpers),
+		cmocka_unit_test(test_size_ok),	    cmocka_unit_test(test_size_bad),
+		cmocka_unit_test(test_duration_ok), cmocka_unit_test(test_duration_bad),
+		cmocka_unit_test(test_suggest),	    cmocka_unit_test(test_error_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,20 +45,45 @@ static void test_defaults(void **state)
 	msb_spec_free(s);
 }
 
+static void test_explicit_egress_has_no_default_rules(void **state)
+{
+	(void)state;
+	struct msb_error err = MSB_ERROR_INIT;
+	static const char *const deny[] = {"image", "x", "net-default-egress", "deny", NULL};
+	struct msb_spec *s = spec_of(deny);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->egress, MSB_EGRESS_DENY);
+	assert_int_equal(s->nrules, 0); /* deny means deny: nothing added behind the user's back */
+	msb_spec_free(s);
+	static const char *const allow[] = {"image", "x", "net-default-egress", "allow", NULL};
+	s = spec_of(allow);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->egress, MSB_EGRESS_ALLOW);
+	assert_int_equal(s->nrules, 0);
+	msb_spec_free(s);
+}
+
 static void test_brief_examples(void **state)
 {
 	(void)state;
 	struct msb_error err = MSB_ERROR_INIT;
-	static const char *const a[] = {"image", "python", "name", "isolated", "no-net", NULL, NULL};
+	static const char *const a[] = {"image",  "python", "name", "isolated",
+					"no-net", NULL,	    NULL};
 	struct msb_spec *s = spec_of(a);
 	assert_int_equal(msb_spec_validate(s, &err), 0);
 	assert_true(s->no_net);
 	assert_int_equal(s->nrules, 0);
 	msb_spec_free(s);
 
-	static const char *const b[] = {"image", "alpine", "name", "worker", "net-default-egress",
-	                                "deny", "net-rule", "allow@public:tcp:443,allow@host:udp:53",
-	                                NULL};
+	static const char *const b[] = {"image",
+					"alpine",
+					"name",
+					"worker",
+					"net-default-egress",
+					"deny",
+					"net-rule",
+					"allow@public:tcp:443,allow@host:udp:53",
+					NULL};
 	s = spec_of(b);
 	assert_int_equal(msb_spec_validate(s, &err), 0);
 	assert_int_equal(s->nrules, 2); /* the given rules replace the defaults */
@@ -66,16 +91,17 @@ static void test_brief_examples(void **state)
 	assert_int_equal(s->rules[1].proto, MSB_PROTO_UDP);
 	msb_spec_free(s);
 
-	static const char *const c[] = {"image", "python", "name", "worker", "user", "app",
-	                                "security", "restricted", NULL};
+	static const char *const c[] = {"image", "python",   "name",	   "worker", "user",
+					"app",	 "security", "restricted", NULL};
 	s = spec_of(c);
 	assert_int_equal(msb_spec_validate(s, &err), 0);
 	assert_string_equal(s->user, "app");
 	assert_int_equal(s->security, MSB_SECURITY_RESTRICTED);
 	msb_spec_free(s);
 
-	static const char *const d[] = {"image", "python", "cpus", "2", "memory", "1G",
-	                                "idle-timeout", "5m", "max-duration", "1h", NULL};
+	static const char *const d[] = {
+		"image",	"python", "cpus",	  "2",	"memory", "1G",
+		"idle-timeout", "5m",	  "max-duration", "1h", NULL};
 	s = spec_of(d);
 	assert_int_equal(msb_spec_validate(s, &err), 0);
 	assert_int_equal(s->cpus, 2);
@@ -147,8 +173,8 @@ static void test_bad_values(void **state)
 		if (r >= 0)
 			fail_msg("--%s %s accepted", cases[i].option, cases[i].value);
 		if (!strstr(err.msg, cases[i].token))
-			fail_msg("--%s %s: message '%s' lacks '%s'", cases[i].option, cases[i].value,
-			         err.msg, cases[i].token);
+			fail_msg("--%s %s: message '%s' lacks '%s'", cases[i].option,
+				 cases[i].value, err.msg, cases[i].token);
 		assert_null(strchr(err.msg, '\n'));
 		msb_spec_free(s);
 	}
@@ -173,25 +199,26 @@ static void test_validation(void **state)
 	expect_invalid(noimg, "no image");
 	static const char *const both[] = {"image", "x", "rootfs", "/", NULL};
 	expect_invalid(both, "both");
-	static const char *const nonet[] = {"image", "x", "no-net", NULL, "net-rule", "deny@meta",
-	                                    NULL};
+	static const char *const nonet[] = {"image",	"x",	     "no-net", NULL,
+					    "net-rule", "deny@meta", NULL};
 	expect_invalid(nonet, "--no-net cannot be combined with --net-rule");
-	static const char *const nonet2[] = {"image", "x", "no-net", NULL, "publish", "80:80", NULL};
+	static const char *const nonet2[] = {"image",	"x",	 "no-net", NULL,
+					     "publish", "80:80", NULL};
 	expect_invalid(nonet2, "--publish");
 	static const char *const root[] = {"image", "x", "volume", "/tmp:/", NULL};
 	expect_invalid(root, "cannot mount over the guest's /");
 	static const char *const agent[] = {"image", "x", "volume", "/tmp:/.msb/agent", NULL};
 	expect_invalid(agent, "reserved");
-	static const char *const twice[] = {"image", "x", "volume", "/tmp:/d", "volume", "/:/d//",
-	                                    NULL};
+	static const char *const twice[] = {"image",  "x",	"volume", "/tmp:/d",
+					    "volume", "/:/d//", NULL};
 	expect_invalid(twice, "used twice");
 	static const char *const missing[] = {"image", "x", "volume", "/no/such/dir:/d", NULL};
 	expect_invalid(missing, "/no/such/dir");
 	static const char *const secret[] = {"image", "x", "secret", "MSB_TEST_UNSET_SECRET@x.com",
-	                                     NULL};
+					     NULL};
 	expect_invalid(secret, "MSB_TEST_UNSET_SECRET is not set");
 	static const char *const sfile[] = {"image", "x", "secret-file", "OTHER=/etc/hostname",
-	                                    NULL};
+					    NULL};
 	expect_invalid(sfile, "no --secret OTHER@HOST binds it");
 	static const char *const kernel[] = {"image", "x", "kernel", "/no/such/bzImage", NULL};
 	expect_invalid(kernel, "/no/such/bzImage");
@@ -204,7 +231,7 @@ static void test_secret_value_never_in_spec(void **state)
 	(void)state;
 	setenv("MSB_TEST_API_KEY", "sk-very-secret-value", 1);
 	static const char *const kv[] = {"image", "python", "secret",
-	                                 "MSB_TEST_API_KEY@api.example.com,*.example.org", NULL};
+					 "MSB_TEST_API_KEY@api.example.com,*.example.org", NULL};
 	struct msb_spec *s = spec_of(kv);
 	struct msb_error err = MSB_ERROR_INIT;
 	assert_int_equal(msb_spec_validate(s, &err), 0);
@@ -227,13 +254,43 @@ static void test_json_round_trip(void **state)
 {
 	(void)state;
 	setenv("MSB_TEST_TOKEN", "t0k", 1);
-	static const char *const kv[] = {
-		"image", "python:3.12", "name", "rt", "cpus", "3", "memory", "768M",
-		"net-default-egress", "allow", "net-rule", "deny@meta,allow:ingress@[2001:db8::/32]:tcp:80-90",
-		"publish", "8080:80", "publish", "[::1]:5353:53/udp", "user", "1000:1000",
-		"security", "restricted", "volume", "/tmp:/data:ro,noexec", "volume", "vol1:/cache",
-		"secret", "MSB_TEST_TOKEN@api.example.com", "env", "A=b c", "workdir", "/srv//app/",
-		"idle-timeout", "5m", "max-duration", "1h", "storage-backend", "other", NULL};
+	static const char *const kv[] = {"image",
+					 "python:3.12",
+					 "name",
+					 "rt",
+					 "cpus",
+					 "3",
+					 "memory",
+					 "768M",
+					 "net-default-egress",
+					 "allow",
+					 "net-rule",
+					 "deny@meta,allow:ingress@[2001:db8::/32]:tcp:80-90",
+					 "publish",
+					 "8080:80",
+					 "publish",
+					 "[::1]:5353:53/udp",
+					 "user",
+					 "1000:1000",
+					 "security",
+					 "restricted",
+					 "volume",
+					 "/tmp:/data:ro,noexec",
+					 "volume",
+					 "vol1:/cache",
+					 "secret",
+					 "MSB_TEST_TOKEN@api.example.com",
+					 "env",
+					 "A=b c",
+					 "workdir",
+					 "/srv//app/",
+					 "idle-timeout",
+					 "5m",
+					 "max-duration",
+					 "1h",
+					 "storage-backend",
+					 "other",
+					 NULL};
 	struct msb_spec *s = spec_of(kv);
 	char *argv[] = {"python3", "-c", "print('hi')"};
 	struct msb_error err = MSB_ERROR_INIT;
@@ -266,12 +323,15 @@ static void test_json_bad(void **state)
 		{"{\"msb_spec\":1}", "no image"},
 		{"{\"msb_spec\":1,\"image\":5}", "image"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"image\":\"y\"}", "not JSON"},
-		{"{\"msb_spec\":1,\"image\":\"x\",\"resources\":{\"cpus\":\"2\"}}", "resources.cpus"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"resources\":{\"cpus\":\"2\"}}",
+		 "resources.cpus"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"resources\":{\"cpus\":-1}}", "--cpus"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"network\":{\"rules\":[\"alow@any\"]}}", "alow"},
-		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/a:b\",\"target\":\"/x\"}]}",
+		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/a:b\",\"target\":\"/"
+		 "x\"}]}",
 		 "volumes"},
-		{"{\"msb_spec\":1,\"image\":\"x\",\"process\":{\"env\":[\"NOEQUALS\"]}}", "process.env"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"process\":{\"env\":[\"NOEQUALS\"]}}",
+		 "process.env"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"command\":[1]}", "command"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -282,7 +342,8 @@ static void test_json_bad(void **state)
 			fail_msg("accepted: %s", cases[i].json);
 		assert_null(s);
 		if (!strstr(err.msg, cases[i].token))
-			fail_msg("%s: message '%s' lacks '%s'", cases[i].json, err.msg, cases[i].token);
+			fail_msg("%s: message '%s' lacks '%s'", cases[i].json, err.msg,
+				 cases[i].token);
 	}
 	char *huge = malloc(MSB_SPEC_JSON_MAX + 2);
 	memset(huge, ' ', MSB_SPEC_JSON_MAX + 1);
@@ -312,6 +373,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_explicit_egress_has_no_default_rules),
 		cmocka_unit_test(test_brief_examples),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_validation),

@@ -52,10 +52,11 @@ static void test_create_read_remove(void **state)
 	assert_int_equal(stat(path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
 
-	assert_int_equal(msb_state_sandbox_create(&st, "box1", "spec.json", "{}", 2, &err), -EEXIST);
+	assert_int_equal(msb_state_sandbox_create(&st, "box1", "spec.json", "{}", 2, &err),
+			 -EEXIST);
 	assert_non_null(strstr(err.msg, "box1"));
 	assert_int_equal(msb_state_sandbox_create(&st, "../evil", "spec.json", "{}", 2, &err),
-	                 -EINVAL);
+			 -EINVAL);
 	assert_int_equal(msb_state_write(&st, "box1", "../x", "a", 1, &err), -EINVAL);
 	assert_int_equal(msb_state_write(&st, "box1", ".hidden", "a", 1, &err), -EINVAL);
 
@@ -127,7 +128,7 @@ static int incr(const char *old, size_t old_len, char **out, size_t *out_len, vo
 }
 
 #define WRITERS 8
-#define ROUNDS 60
+#define ROUNDS	60
 
 static void test_concurrent_writers(void **state)
 {
@@ -147,13 +148,14 @@ static void test_concurrent_writers(void **state)
 			if (msb_state_open(home, &cs, NULL) < 0)
 				_exit(1);
 			for (int i = 0; i < ROUNDS; i++) {
-				if (msb_state_update(&cs, "shared", "counter", incr, NULL, NULL) < 0)
+				if (msb_state_update(&cs, "shared", "counter", incr, NULL, NULL) <
+				    0)
 					_exit(2);
 				/* Readers never see a torn file. */
 				char *d = NULL;
 				size_t l = 0;
-				if (msb_state_read(&cs, "shared", "counter", &d, &l, NULL) < 0 || l == 0 ||
-				    strtol(d, NULL, 10) <= 0)
+				if (msb_state_read(&cs, "shared", "counter", &d, &l, NULL) < 0 ||
+				    l == 0 || strtol(d, NULL, 10) <= 0)
 					_exit(3);
 				free(d);
 			}
@@ -193,7 +195,7 @@ static void test_concurrent_create_one_wins(void **state)
 				char spec[32];
 				int l = snprintf(spec, sizeof(spec), "{\"writer\":%d}", w);
 				int r = msb_state_sandbox_create(&cs, "race", "spec.json", spec,
-				                                 (size_t)l, NULL);
+								 (size_t)l, NULL);
 				msb_state_close(&cs);
 				_exit(r == 0 ? 0 : r == -EEXIST ? 1 : 11);
 			}
