@@ -30,8 +30,6 @@
 
 #define REASON_MAX 512
 
-/* The descriptor's frozen head: these five fields never move, across majors. */
-#define DESC_HEAD_SIZE (offsetof(struct msb_plugin_desc, version) + sizeof(const char *))
 /* What ABI 1.0 requires: everything through `ops`. */
 #define DESC_MIN_SIZE (offsetof(struct msb_plugin_desc, ops) + sizeof(const void *))
 
@@ -225,8 +223,12 @@ int msb_registry_load_file(struct msb_registry *reg, const char *path, struct ms
 
 	m->abi = d->abi;
 	uint32_t major = MSB_PLUGIN_ABI_MAJOR_OF(d->abi), minor = MSB_PLUGIN_ABI_MINOR_OF(d->abi);
-	/* The head is frozen across majors, so the name is readable if present. */
-	if (d->size >= DESC_HEAD_SIZE && d->name)
+	/*
+	 * The head (abi, size, kind, name, version) is frozen across every
+	 * major and begins every descriptor whatever its `size` says, so the
+	 * name can be read to say which module is refused.
+	 */
+	if (d->name)
 		copy_label(m->name, sizeof(m->name), d->name);
 	if (major != MSB_PLUGIN_ABI_MAJOR)
 		return refuse(
