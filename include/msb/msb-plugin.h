@@ -274,6 +274,11 @@ struct msb_hv_ops {
 	 * "poweroff", "reboot", "panic", "killed", "error"; *detail a line.
 	 */
 	int (*exited)(void *inst, const char **reason, const char **detail);
+	/*
+	 * Optional: an fd that becomes readable once the VM has ended, for the
+	 * supervisor's event loop (owned by the module; -1 if none).
+	 */
+	int (*exit_fd)(void *inst);
 };
 
 /* Network configuration handed to a network module's setup. */

@@ -1,34 +1,49 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * hv-kvm: msb's own KVM virtual machine monitor.
+ * hv-kvm: msb's own KVM virtual machine monitor, as an msb hypervisor module.
  *
- * This is the module's foundation: its descriptor and instance lifecycle.
- * An instance checks that /dev/kvm is usable and speaks the stable KVM API
- * (version 12).  The VM itself — memory, vCPUs, Linux boot, virtio-mmio
- * devices — is built in the files that come beside this one (vm.c, vcpu.c,
- * boot.c, virtio/, devices/); until then every VM operation fails with
- * -ENOSYS and says so.
+ * configure() creates the VM (RAM, vCPUs, in-kernel irqchip and PIT), loads
+ * the kernel and initramfs, and makes the agent's channel (virtio-console)
+ * and an entropy source (virtio-rng); add_disk() adds virtio-blk disks in
+ * order (vda, vdb, ...); start() writes the boot structures and runs it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <msb/msb-plugin.h>
 
-/* From <linux/kvm.h>; the API version has been 12 since Linux 2.6.22. */
-#define KVM_API_VERSION_EXPECTED  12
-#define KVM_GET_API_VERSION_IOCTL 0xAE00
+#include "devices/devices.h"
+#include "devices/serial.h"
+#include "virtio/mmio.h"
+#include "vm.h"
+
+/*
+ * The guest's fixed command line.  reboot=k: reboots (and the agent's
+ * power-off) go through the keyboard controller's reset line, which ends the
+ * VM.  panic=-1: a panic resets at once (the console shows why).  pci=off,
+ * no ACPI: devices come from virtio_mmio.device= entries and the MP table.
+ */
+static const char base_cmdline[] =
+	"console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1 i8042.noaux "
+	"i8042.nomux i8042.nopnp i8042.dumbkbd quiet";
 
 struct kvm_instance {
 	const struct msb_host *host;
-	int kvm_fd;
+	struct vm vm;
+	bool configured;
+	bool started;
+	int agent_fd; /* host end of the agent channel */
+	char extra_cmdline[2048];
+	const char *reason;
 };
 
 static int kvm_create(const struct msb_host *host, void **inst, struct msb_error *err)
 {
+	/* Fail before anything is prepared when this machine cannot run VMs. */
 	const char *dev = getenv("MSB_KVM_DEVICE");
 	if (!dev)
 		dev = "/dev/kvm";
@@ -38,19 +53,13 @@ static int kvm_create(const struct msb_host *host, void **inst, struct msb_error
 				       "no usable %s (%s): run where KVM is available, or inside "
 				       "tests/kvmhost/run",
 				       dev, strerror(errno));
-	int version = ioctl(fd, KVM_GET_API_VERSION_IOCTL, 0);
-	if (version != KVM_API_VERSION_EXPECTED) {
-		close(fd);
-		return host->error_set(host, err, -ENOTSUP, "%s speaks KVM API %d, expected %d",
-				       dev, version, KVM_API_VERSION_EXPECTED);
-	}
+	close(fd);
 	struct kvm_instance *k = calloc(1, sizeof(*k));
-	if (!k) {
-		close(fd);
+	if (!k)
 		return host->error_set(host, err, -ENOMEM, "out of memory");
-	}
 	k->host = host;
-	k->kvm_fd = fd;
+	k->agent_fd = -1;
+	k->vm.kvm_fd = k->vm.vm_fd = -1;
 	*inst = k;
 	return 0;
 }
@@ -60,53 +69,134 @@ static void kvm_destroy(void *inst)
 	struct kvm_instance *k = inst;
 	if (!k)
 		return;
-	close(k->kvm_fd);
+	if (k->configured)
+		vm_destroy(&k->vm);
+	if (k->agent_fd >= 0)
+		close(k->agent_fd);
 	free(k);
 }
 
-static int not_yet(void *inst, struct msb_error *err)
+static int add_vdev(struct kvm_instance *k, struct vdev *d, struct msb_error *err)
 {
-	struct kvm_instance *k = inst;
-	return k->host->error_set(k->host, err, -ENOSYS,
-				  "the kvm monitor cannot build VMs yet in this build");
+	int r = vm_add_vdev(&k->vm, d, err);
+	if (r < 0)
+		vdev_free(d);
+	return r;
 }
 
 static int kvm_configure(void *inst, const struct msb_vm_config *cfg, struct msb_error *err)
 {
-	(void)cfg;
-	return not_yet(inst, err);
+	struct kvm_instance *k = inst;
+	const struct msb_host *h = k->host;
+	if (k->configured)
+		return h->error_set(h, err, -EBUSY, "the VM is already configured");
+	if (!cfg->kernel_path)
+		return h->error_set(h, err, -EINVAL, "no kernel given");
+	int r = vm_create(&k->vm, h, cfg->cpus ? cfg->cpus : 1,
+			  cfg->memory_bytes ? cfg->memory_bytes : (512ull << 20), err);
+	k->configured = true; /* vm_destroy cleans up whatever vm_create made */
+	if (r < 0)
+		return r;
+	if ((r = boot_load_kernel(&k->vm, cfg->kernel_path, err)) < 0)
+		return r;
+	if (cfg->initrd_path && (r = boot_load_initrd(&k->vm, cfg->initrd_path, err)) < 0)
+		return r;
+	if (cfg->console_log) {
+		k->vm.console_log_fd =
+			open(cfg->console_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (k->vm.console_log_fd < 0)
+			return h->error_set(h, err, -errno, "console log '%s': %s",
+					    cfg->console_log, strerror(errno));
+		serial_set_output(k->vm.serial, k->vm.console_log_fd);
+	}
+	snprintf(k->extra_cmdline, sizeof(k->extra_cmdline), "%s",
+		 cfg->cmdline ? cfg->cmdline : "");
+	struct vdev *d;
+	if ((r = console_new(&k->vm, &k->agent_fd, &d, err)) < 0 || (r = add_vdev(k, d, err)) < 0)
+		return r;
+	if ((r = rng_new(&k->vm, &d, err)) < 0 || (r = add_vdev(k, d, err)) < 0)
+		return r;
+	return 0;
 }
 
 static int kvm_add_disk(void *inst, const struct msb_disk *disk, struct msb_error *err)
 {
-	(void)disk;
-	return not_yet(inst, err);
+	struct kvm_instance *k = inst;
+	if (!k->configured || k->started)
+		return k->host->error_set(k->host, err, -EINVAL,
+					  "disks are added after configure, before start");
+	struct vdev *d;
+	int r = blk_new(&k->vm, disk->path, disk->read_only, disk->serial, &d, err);
+	if (r < 0)
+		return r;
+	return add_vdev(k, d, err);
 }
 
 static int kvm_start(void *inst, struct msb_error *err)
 {
-	return not_yet(inst, err);
+	struct kvm_instance *k = inst;
+	const struct msb_host *h = k->host;
+	if (!k->configured || k->started)
+		return h->error_set(h, err, -EINVAL, "start needs a configured, unstarted VM");
+	size_t len = (size_t)snprintf(k->vm.cmdline, sizeof(k->vm.cmdline), "%s", base_cmdline);
+	for (unsigned i = 0; i < k->vm.nvdevs && len < sizeof(k->vm.cmdline); i++)
+		len += (size_t)vdev_cmdline(k->vm.vdevs[i], k->vm.cmdline + len,
+					    sizeof(k->vm.cmdline) - len);
+	if (k->extra_cmdline[0] && len < sizeof(k->vm.cmdline))
+		len += (size_t)snprintf(k->vm.cmdline + len, sizeof(k->vm.cmdline) - len, " %s",
+					k->extra_cmdline);
+	if (len >= sizeof(k->vm.cmdline))
+		return h->error_set(h, err, -E2BIG, "kernel command line too long");
+	int r = vm_start(&k->vm, err);
+	if (r < 0)
+		return r;
+	k->started = true;
+	return 0;
 }
 
 static int kvm_agent_connect(void *inst, int *fd, struct msb_error *err)
 {
-	(void)fd;
-	return not_yet(inst, err);
+	struct kvm_instance *k = inst;
+	if (k->agent_fd < 0)
+		return k->host->error_set(k->host, err, -ENOTCONN, "the VM has no agent channel");
+	*fd = fcntl(k->agent_fd, F_DUPFD_CLOEXEC, 0);
+	if (*fd < 0)
+		return k->host->error_set(k->host, err, -errno, "dup: %s", strerror(errno));
+	return 0;
 }
 
 static int kvm_kill(void *inst, struct msb_error *err)
 {
-	(void)inst;
+	struct kvm_instance *k = inst;
 	(void)err;
-	return 0; /* nothing runs yet */
+	if (k->configured)
+		vm_request_exit(&k->vm, VM_EXIT_KILLED, "stopped by the host");
+	return 0;
 }
 
 static int kvm_exited(void *inst, const char **reason, const char **detail)
 {
-	(void)inst;
-	*reason = "error";
-	*detail = "never started";
+	struct kvm_instance *k = inst;
+	static const char *const names[] = {"running", "reboot", "panic", "killed", "error"};
+	if (!k->configured) {
+		*reason = "error";
+		*detail = "never started";
+		return 1;
+	}
+	pthread_mutex_lock(&k->vm.lock);
+	int kind = k->vm.exit_kind;
+	pthread_mutex_unlock(&k->vm.lock);
+	if (kind == VM_RUNNING)
+		return 0;
+	*reason = names[kind];
+	*detail = k->vm.exit_detail;
 	return 1;
+}
+
+static int kvm_exit_fd(void *inst)
+{
+	struct kvm_instance *k = inst;
+	return k->configured ? k->vm.exit_efd : -1;
 }
 
 static const struct msb_hv_ops kvm_ops = {
@@ -117,6 +207,7 @@ static const struct msb_hv_ops kvm_ops = {
 	.agent_connect = kvm_agent_connect,
 	.kill = kvm_kill,
 	.exited = kvm_exited,
+	.exit_fd = kvm_exit_fd,
 };
 
 static const struct msb_plugin_desc kvm_desc = {
@@ -124,8 +215,8 @@ static const struct msb_plugin_desc kvm_desc = {
 	.size = sizeof(struct msb_plugin_desc),
 	.kind = MSB_PLUGIN_HV,
 	.name = "kvm",
-	.version = "0.1.0",
-	.features = 0,
+	.version = "0.2.0",
+	.features = MSB_HV_F_SMP,
 	.create = kvm_create,
 	.destroy = kvm_destroy,
 	.ops = &kvm_ops,
