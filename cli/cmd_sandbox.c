@@ -7,6 +7,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,9 @@
 #include "modules.h"
 #include "spec.h"
 #include "suggest.h"
+#include "sandbox.h"
+#include "session.h"
+#include "state.h"
 
 struct sandbox_args {
 	struct msb_spec *spec;
@@ -226,6 +232,110 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 	printf("\ndry run: nothing was created\n");
 }
 
+/* msb's own failures in run and exec, apart from the command's statuses. */
+#define EXIT_RUN_FAILED 125
+
+static int boot_timeout_ms(void)
+{
+	const char *t = getenv("MSB_BOOT_TIMEOUT");
+	uint64_t ms;
+	if (t && msb_parse_duration(t, &ms, NULL) == 0 && ms > 0 && ms < 3600000)
+		return (int)ms;
+	return 120000;
+}
+
+static void random_name(char *buf, size_t len)
+{
+	unsigned char r[4] = {0};
+	if (getrandom(r, sizeof(r), 0) != sizeof(r))
+		memset(r, 0, sizeof(r));
+	snprintf(buf, len, "run-%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
+}
+
+/*
+ * msb run: create the sandbox's state, boot it, run the command attached to
+ * our stdio, stop it.  Without --name it is ephemeral: its state goes too.
+ */
+static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_SLOT_COUNT])
+{
+	struct msb_error err = MSB_ERROR_INIT;
+	if (!spec->ncommand)
+		die(EXIT_USAGE, "run: no command given (expected -- COMMAND [ARG...])");
+	struct msb_assets assets;
+	if (msb_assets_find(spec, MSB_BUILD_ROOT, &assets, &err) < 0)
+		die(EXIT_RUN_FAILED, "run: %s", err.msg);
+	struct msb_state st;
+	if (msb_state_open(NULL, &st, &err) < 0)
+		die(EXIT_RUN_FAILED, "run: %s", err.msg);
+	char name[64];
+	int ephemeral = !spec->name;
+	if (ephemeral)
+		random_name(name, sizeof(name));
+	else
+		snprintf(name, sizeof(name), "%s", spec->name);
+	char *json = msb_spec_to_json(spec, 1);
+	if (!json || msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
+		die(EXIT_RUN_FAILED, "run: %s", json ? err.msg : "out of memory");
+	msb_free(json);
+	char dir[PATH_MAX], images[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", st.home, name);
+	snprintf(images, sizeof(images), "%s/images", st.home);
+
+	struct msb_sandbox sb;
+	int status = EXIT_RUN_FAILED;
+	if (msb_sandbox_boot(&sb, spec, mods[MSB_SLOT_HV], &assets, dir, images, &cli_session_ops,
+	                     NULL, boot_timeout_ms(), &err) < 0) {
+		fprintf(stderr, "msb: run: %s\n", err.msg);
+	} else {
+		struct msb_agent_exec req = {
+			.user = spec->user ? spec->user : "",
+			.cwd = spec->workdir ? spec->workdir : "",
+			.argc = (uint32_t)spec->ncommand,
+			.argv = (const char **)spec->command,
+			.envc = (uint32_t)spec->nenv,
+			.envp = (const char **)spec->env,
+		};
+		status = cli_session_run(sb.agent, &req, "run", &err);
+		if (status < 0 || err.msg[0]) {
+			char why[300];
+			const char *vm = msb_sandbox_exit_reason(&sb, why, sizeof(why));
+			fprintf(stderr, "msb: %s%s%s%s\n", err.msg, vm ? " (the VM ended: " : "",
+			        vm ? vm : "", vm ? ")" : "");
+			if (status < 0)
+				status = EXIT_RUN_FAILED;
+		}
+		msb_sandbox_stop(&sb, 10000);
+	}
+	msb_assets_free(&assets);
+	if (ephemeral && msb_state_sandbox_remove(&st, name, &err) < 0)
+		fprintf(stderr, "msb: run: cleaning up: %s\n", err.msg);
+	msb_state_close(&st);
+	return status;
+}
+
+static int create_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_SLOT_COUNT])
+{
+	/*
+	 * Named sandboxes need the per-sandbox supervisor; until it lands the
+	 * hypervisor module is still asked first, so a machine without KVM is
+	 * told so before anything is written.
+	 */
+	struct msb_error err = MSB_ERROR_INIT;
+	char *json = msb_spec_to_json(spec, 0);
+	struct msb_instance *hv = NULL;
+	int r = json ? msb_instance_create(mods[MSB_SLOT_HV], spec->name ? spec->name : "", "",
+	                                   json, NULL, &hv, &err)
+	             : msb_error_set(&err, -ENOMEM, "out of memory");
+	msb_free(json);
+	if (r == 0) {
+		msb_instance_destroy(hv);
+		msb_error_set(&err, -ENOSYS,
+		              "long-lived sandboxes (create/exec/stop) are not available yet; use "
+		              "msb run");
+	}
+	die(1, "create: %s (nothing was created)", err.msg);
+}
+
 static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 {
 	struct sandbox_args a = {.spec = msb_spec_new(), .is_run = is_run};
@@ -257,27 +367,14 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 		msb_spec_free(a.spec);
 		return 0;
 	}
-	/*
-	 * Booting: the hypervisor module is asked for an instance first, so a
-	 * machine without KVM is told so before anything is written.
-	 */
-	char *json = msb_spec_to_json(a.spec, 0);
-	struct msb_instance *hv = NULL;
-	r = json ? msb_instance_create(mods[MSB_SLOT_HV], a.spec->name ? a.spec->name : "", "",
-				       json, NULL, &hv, &err)
-		 : msb_error_set(&err, -ENOMEM, "out of memory");
-	if (r == 0) {
-		struct msb_vm_config cfg = {
-			.size = sizeof(cfg), .cpus = a.spec->cpus, .memory_bytes = a.spec->memory};
-		r = mods[MSB_SLOT_HV]->ops.hv.configure(hv->inst, &cfg, &err);
-		if (r < 0)
-			msb_error_prefix(&err, "hypervisor module '%s': ", mods[MSB_SLOT_HV]->name);
-		msb_instance_destroy(hv);
-	}
-	msb_free(json);
+	int status;
+	if (a.is_run)
+		status = run_sandbox(a.spec, mods);
+	else
+		status = create_sandbox(a.spec, mods);
 	msb_registry_free(&reg);
 	msb_spec_free(a.spec);
-	die(1, "%s: %s (nothing was created)", cmdname, err.msg);
+	return status;
 }
 
 int cmd_create(const struct cli_command *cmd, int argc, char **argv)

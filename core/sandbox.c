@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+#include "rootfs.h"
+
+static char *first_existing(const char *const *candidates)
+{
+	for (size_t i = 0; candidates[i]; i++)
+		if (candidates[i][0] && access(candidates[i], R_OK) == 0)
+			return realpath(candidates[i], NULL);
+	return NULL;
+}
+
+int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct msb_assets *a,
+                    struct msb_error *err)
+{
+	memset(a, 0, sizeof(*a));
+	char bk[PATH_MAX] = "", bi[PATH_MAX] = "";
+	if (build_root) {
+		snprintf(bk, sizeof(bk), "%s/guest/bzImage", build_root);
+		snprintf(bi, sizeof(bi), "%s/guest/initramfs.cpio", build_root);
+	}
+	const char *env_k = getenv("MSB_KERNEL"), *cfg_k = msb_config_get(NULL, "kernel");
+	if (spec->kernel) {
+		a->kernel = strdup(spec->kernel);
+	} else {
+		const char *const ks[] = {env_k ? env_k : "", cfg_k ? cfg_k : "", bk,
+		                          MSB_ASSET_DIR "/bzImage", NULL};
+		a->kernel = first_existing(ks);
+		if (!a->kernel)
+			return msb_error_set(err, -ENOENT,
+			                     "no guest kernel found (expected --kernel PATH, MSB_KERNEL, "
+			                     "or %s; `make` builds it)",
+			                     build_root ? bk : MSB_ASSET_DIR "/bzImage");
+	}
+	const char *env_i = getenv("MSB_INITRAMFS");
+	const char *const is[] = {env_i ? env_i : "", bi, MSB_ASSET_DIR "/initramfs.cpio", NULL};
+	a->initramfs = first_existing(is);
+	if (!a->initramfs) {
+		msb_assets_free(a);
+		return msb_error_set(err, -ENOENT,
+		                     "no agent initramfs found (expected MSB_INITRAMFS or %s; `make` "
+		                     "builds it)",
+		                     build_root ? bi : MSB_ASSET_DIR "/initramfs.cpio");
+	}
+	return 0;
+}
+
+void msb_assets_free(struct msb_assets *a)
+{
+	free(a->kernel);
+	free(a->initramfs);
+	memset(a, 0, sizeof(*a));
+}
+
+const char *msb_sandbox_exit_reason(struct msb_sandbox *sb, char *buf, size_t len)
+{
+	const char *reason, *detail;
+	if (!sb->hv || !sb->hv_module->ops.hv.exited(sb->hv->inst, &reason, &detail))
+		return NULL;
+	snprintf(buf, len, "%s%s%s", reason, detail && *detail ? ": " : "", detail ? detail : "");
+	return buf;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The console's last lines, to show why a guest that never answered died. */
+static void console_tail(const char *path, char *out, size_t len)
+{
+	out[0] = '\0';
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	char line[256], last[256] = "";
+	while (fgets(line, sizeof(line), f))
+		if (line[0] != '\n')
+			snprintf(last, sizeof(last), "%s", line);
+	fclose(f);
+	last[strcspn(last, "\n")] = '\0';
+	snprintf(out, len, "%s", last);
+}
+
+int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
+                     const struct msb_module *hv, const struct msb_assets *assets,
+                     const char *state_dir, const char *images_dir,
+                     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+                     struct msb_error *err)
+{
+	memset(sb, 0, sizeof(*sb));
+	sb->agent_fd = -1;
+	sb->hv_module = hv;
+	int r;
+	sb->state_dir = strdup(state_dir);
+	if (!sb->state_dir || asprintf(&sb->upper, "%s/upper.ext4", state_dir) < 0 ||
+	    asprintf(&sb->console_log, "%s/console.log", state_dir) < 0) {
+		r = msb_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (!spec->rootfs) {
+		/* Images come with the OCI issue; until then a tree is the root. */
+		r = msb_error_set(err, -ENOTSUP,
+		                  "image '%s': pulling images is not supported yet (expected "
+		                  "--rootfs DIR)",
+		                  spec->image);
+		goto fail;
+	}
+	if ((r = msb_rootfs_image(spec->rootfs, images_dir, &sb->root_image, err)) < 0)
+		goto fail;
+	if (access(sb->upper, F_OK) != 0 &&
+	    (r = msb_rootfs_upper(sb->upper, MSB_UPPER_SIZE, err)) < 0)
+		goto fail;
+
+	cleanup_free char *json = msb_spec_to_json(spec, 0);
+	if (!json) {
+		r = msb_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	const char *name = spec->name ? spec->name : "msb";
+	if ((r = msb_instance_create(hv, name, state_dir, json, NULL, &sb->hv, err)) < 0)
+		goto fail;
+	char cmdline[512];
+	snprintf(cmdline, sizeof(cmdline), "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s",
+	         name);
+	struct msb_vm_config cfg = {
+		.size = sizeof(cfg),
+		.cpus = spec->cpus,
+		.memory_bytes = spec->memory,
+		.kernel_path = assets->kernel,
+		.initrd_path = assets->initramfs,
+		.cmdline = cmdline,
+		.console_log = sb->console_log,
+	};
+	const struct msb_hv_ops *o = &hv->ops.hv;
+	struct msb_disk root = {.size = sizeof(root), .path = sb->root_image, .read_only = 1,
+	                        .serial = "msb-root"};
+	struct msb_disk upper = {.size = sizeof(upper), .path = sb->upper, .serial = "msb-upper"};
+	if ((r = o->configure(sb->hv->inst, &cfg, err)) < 0 ||
+	    (r = o->add_disk(sb->hv->inst, &root, err)) < 0 ||
+	    (r = o->add_disk(sb->hv->inst, &upper, err)) < 0 ||
+	    (r = o->start(sb->hv->inst, err)) < 0 ||
+	    (r = o->agent_connect(sb->hv->inst, &sb->agent_fd, err)) < 0) {
+		msb_error_prefix(err, "hypervisor module '%s': ", hv->name);
+		goto fail;
+	}
+	if ((r = msb_agent_client_new(sb->agent_fd, ops, opaque, &sb->agent, err)) < 0)
+		goto fail;
+	sb->agent_fd = -1; /* the client owns it */
+
+	/* Wait for the agent, watching the VM: a guest that dies says so. */
+	long long deadline = now_ms() + timeout_ms;
+	for (;;) {
+		char why[300];
+		if (msb_sandbox_exit_reason(sb, why, sizeof(why))) {
+			char tail[256];
+			console_tail(sb->console_log, tail, sizeof(tail));
+			r = msb_error_set(err, -ECHILD, "the guest stopped before its agent answered (%s)%s%s",
+			                  why, tail[0] && !strstr(why, tail) ? "; console: " : "",
+			                  tail[0] && !strstr(why, tail) ? tail : "");
+			goto fail;
+		}
+		r = msb_agent_client_wait_hello(sb->agent, 250, err);
+		if (r == 0)
+			break;
+		if (r != -ETIMEDOUT)
+			goto fail;
+		if (now_ms() > deadline) {
+			r = msb_error_set(err, -ETIMEDOUT,
+			                  "the guest agent did not answer within %d s (console log: %s)",
+			                  timeout_ms / 1000, sb->console_log);
+			goto fail;
+		}
+	}
+	msb_error_clear(err);
+	return 0;
+fail:
+	msb_sandbox_stop(sb, 0);
+	return r;
+}
+
+void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms)
+{
+	if (sb->agent && timeout_ms > 0)
+		msb_agent_client_shutdown(sb->agent, MSB_AGENT_POWEROFF, timeout_ms, NULL);
+	if (sb->hv) {
+		/* After the agent's ACK the disks are synced: the VM can go. */
+		sb->hv_module->ops.hv.kill(sb->hv->inst, NULL);
+		msb_instance_destroy(sb->hv);
+		sb->hv = NULL;
+	}
+	if (sb->agent)
+		msb_agent_client_free(sb->agent);
+	sb->agent = NULL;
+	if (sb->agent_fd >= 0)
+		close(sb->agent_fd);
+	sb->agent_fd = -1;
+	free(sb->state_dir);
+	free(sb->root_image);
+	free(sb->upper);
+	free(sb->console_log);
+	sb->state_dir = sb->root_image = sb->upper = sb->console_log = NULL;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Booting a sandbox: the root image, the upper disk, the hypervisor module's
+ * VM, and the guest agent's connection — wired together by the core, so no
+ * module knows another.
+ */
+#ifndef MSB_CORE_SANDBOX_H
+#define MSB_CORE_SANDBOX_H
+
+#include <msb/msb.h>
+
+#include "agent-client.h"
+#include "host.h"
+#include "registry.h"
+#include "spec.h"
+
+/* Where the guest kernel and the agent's initramfs are. */
+struct msb_assets {
+	char *kernel;
+	char *initramfs;
+};
+
+/*
+ * Find the kernel (spec --kernel, MSB_KERNEL, config `kernel`, the build
+ * tree's guest/bzImage, the installed one) and the initramfs (MSB_INITRAMFS,
+ * the build tree, the installed one).  Errors say how to get them.
+ */
+int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct msb_assets *a,
+                    struct msb_error *err);
+void msb_assets_free(struct msb_assets *a);
+
+struct msb_sandbox {
+	const struct msb_module *hv_module;
+	struct msb_instance *hv;
+	struct msb_agent_client *agent;
+	int agent_fd;
+	char *state_dir;
+	char *root_image;
+	char *upper;
+	char *console_log;
+};
+
+/*
+ * Boot the sandbox whose state directory is state_dir (it holds the upper
+ * disk, created on first boot, and the console log) and wait until its agent
+ * said HELLO (timeout_ms).  On failure everything made is undone and err says
+ * why — with the guest's last words when its kernel panicked.
+ */
+int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
+                     const struct msb_module *hv, const struct msb_assets *assets,
+                     const char *state_dir, const char *images_dir,
+                     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+                     struct msb_error *err);
+/*
+ * Orderly stop: the agent syncs and powers off; then the VM is torn down
+ * (killed after timeout_ms).  Safe on a half-booted sandbox.
+ */
+void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms);
+/* How the VM ended, as "reason: detail", or NULL while it runs. */
+const char *msb_sandbox_exit_reason(struct msb_sandbox *sb, char *buf, size_t len);
+
+#endif
