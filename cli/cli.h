@@ -29,6 +29,13 @@ void help_plugins(const struct cli_command *cmd);
 int cmd_create(const struct cli_command *cmd, int argc, char **argv);
 int cmd_run(const struct cli_command *cmd, int argc, char **argv);
 void help_sandbox(const struct cli_command *cmd);
+int cmd_exec(const struct cli_command *cmd, int argc, char **argv);
+int cmd_ls(const struct cli_command *cmd, int argc, char **argv);
+int cmd_stop(const struct cli_command *cmd, int argc, char **argv);
+int cmd_start(const struct cli_command *cmd, int argc, char **argv);
+int cmd_rm(const struct cli_command *cmd, int argc, char **argv);
+int cmd_logs(const struct cli_command *cmd, int argc, char **argv);
+int cmd_supervise(const struct cli_command *cmd, int argc, char **argv);
 void help_simple(const struct cli_command *cmd);
 
 #endif

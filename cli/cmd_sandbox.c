@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "lifecycle.h"
 #include "modules.h"
 #include "spec.h"
 #include "suggest.h"
@@ -284,7 +285,7 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 	struct msb_sandbox sb;
 	int status = EXIT_RUN_FAILED;
 	if (msb_sandbox_boot(&sb, spec, mods[MSB_SLOT_HV], &assets, dir, images, &cli_session_ops,
-	                     NULL, boot_timeout_ms(), &err) < 0) {
+			     NULL, boot_timeout_ms(), &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
 	} else {
 		struct msb_agent_exec req = {
@@ -300,7 +301,7 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 			char why[300];
 			const char *vm = msb_sandbox_exit_reason(&sb, why, sizeof(why));
 			fprintf(stderr, "msb: %s%s%s%s\n", err.msg, vm ? " (the VM ended: " : "",
-			        vm ? vm : "", vm ? ")" : "");
+				vm ? vm : "", vm ? ")" : "");
 			if (status < 0)
 				status = EXIT_RUN_FAILED;
 		}
@@ -313,27 +314,44 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 	return status;
 }
 
+/*
+ * msb create: write the sandbox's state, start its supervisor, return once
+ * the guest agent answered.  If the boot fails the state goes again: nothing
+ * half-made is left.
+ */
 static int create_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_SLOT_COUNT])
 {
-	/*
-	 * Named sandboxes need the per-sandbox supervisor; until it lands the
-	 * hypervisor module is still asked first, so a machine without KVM is
-	 * told so before anything is written.
-	 */
 	struct msb_error err = MSB_ERROR_INIT;
-	char *json = msb_spec_to_json(spec, 0);
+	/* Ask the hypervisor module first: a machine without KVM is told so before
+	 * anything is written. */
+	char *json = msb_spec_to_json(spec, 1);
 	struct msb_instance *hv = NULL;
-	int r = json ? msb_instance_create(mods[MSB_SLOT_HV], spec->name ? spec->name : "", "",
-	                                   json, NULL, &hv, &err)
-	             : msb_error_set(&err, -ENOMEM, "out of memory");
+	if (!json || msb_instance_create(mods[MSB_SLOT_HV], "probe", "", json, NULL, &hv, &err) < 0)
+		die(1, "create: %s (nothing was created)", json ? err.msg : "out of memory");
+	msb_instance_destroy(hv);
+	struct msb_assets assets;
+	if (msb_assets_find(spec, MSB_BUILD_ROOT, &assets, &err) < 0)
+		die(1, "create: %s (nothing was created)", err.msg);
+	msb_assets_free(&assets);
+	struct msb_state st;
+	if (msb_state_open(NULL, &st, &err) < 0)
+		die(1, "create: %s", err.msg);
+	char name[64];
+	if (spec->name)
+		snprintf(name, sizeof(name), "%s", spec->name);
+	else
+		random_name(name, sizeof(name));
+	if (msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
+		die(1, "create: %s", err.msg);
 	msb_free(json);
-	if (r == 0) {
-		msb_instance_destroy(hv);
-		msb_error_set(&err, -ENOSYS,
-		              "long-lived sandboxes (create/exec/stop) are not available yet; use "
-		              "msb run");
+	if (cli_spawn_supervisor(&st, name, &err) < 0) {
+		struct msb_error e2 = MSB_ERROR_INIT;
+		msb_state_sandbox_remove(&st, name, &e2);
+		die(1, "create: %s (nothing was created)", err.msg);
 	}
-	die(1, "create: %s (nothing was created)", err.msg);
+	printf("%s\n", name);
+	msb_state_close(&st);
+	return 0;
 }
 
 static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)

@@ -14,6 +14,17 @@ static const struct cli_command commands[] = {
 	{"run", "IMAGE [OPTIONS] [-- COMMAND [ARG...]]",
 	 "run a command in a new sandbox (--dry-run: validate and print its spec)", cmd_run,
 	 help_sandbox},
+	{"exec", "NAME [-e KEY=VALUE] [-w DIR] [-u USER] -- COMMAND [ARG...]",
+	 "run a command in a running sandbox", cmd_exec, help_simple},
+	{"ls", "[--json]", "list sandboxes and whether they run", cmd_ls, help_simple},
+	{"stop", "NAME... [--timeout DURATION]",
+	 "stop sandboxes: the guest syncs and powers off, killed after the timeout (10s)", cmd_stop,
+	 help_simple},
+	{"start", "NAME", "boot a stopped sandbox again, its disk as it was", cmd_start,
+	 help_simple},
+	{"rm", "[-f] NAME...", "remove sandboxes (-f: stop running ones first)", cmd_rm,
+	 help_simple},
+	{"logs", "NAME", "print a sandbox's console and supervisor logs", cmd_logs, help_simple},
 	{"plugins", "[--json]", "list the modules found, loaded and refused, and why", cmd_plugins,
 	 help_plugins},
 	{"version", "", "print msb's version and plugin ABI", cmd_version, help_simple},
@@ -70,6 +81,9 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(name, "--version"))
 		name = "version";
+	/* The supervisor: not a user command, so not in the table or --help. */
+	if (!strcmp(name, "__supervise"))
+		return cmd_supervise(NULL, argc - 2, argv + 2);
 	for (const struct cli_command *c = commands; c->name; c++) {
 		if (strcmp(c->name, name) != 0)
 			continue;
@@ -89,6 +103,5 @@ int main(int argc, char **argv)
 	if (m)
 		die(EXIT_USAGE, "unknown command '%s'; did you mean '%s'? (see msb --help)", name,
 		    m);
-	die(EXIT_USAGE, "unknown command '%s' (expected one of: create, run, plugins, version)",
-	    name);
+	die(EXIT_USAGE, "unknown command '%s' (see msb --help)", name);
 }

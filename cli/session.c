@@ -21,7 +21,7 @@ struct attach {
 };
 
 static void on_output(void *opaque, uint32_t session, void *data, int stream, const uint8_t *buf,
-                      size_t len)
+		      size_t len)
 {
 	(void)session;
 	(void)opaque;
@@ -44,8 +44,8 @@ const struct msb_agent_client_ops cli_session_ops = {
 	.output = on_output,
 };
 
-int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req,
-                    const char *what, struct msb_error *err)
+int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req, const char *what,
+		    struct msb_error *err)
 {
 	struct attach a = {{0}};
 	struct msb_agent_exec r = *req;
@@ -95,8 +95,8 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 			size_t room = msb_agent_client_stdin_room(c, session);
 			ssize_t got = read(0, buf, room < sizeof(buf) ? room : sizeof(buf));
 			if (got > 0) {
-				if (msb_agent_client_write_stdin(c, session, buf, (size_t)got, err) !=
-				    got)
+				if (msb_agent_client_write_stdin(c, session, buf, (size_t)got,
+								 err) != got)
 					return msb_error_prefix(err, "%s: stdin: ", what), -1;
 			} else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
 				msb_agent_client_close_stdin(c, session, NULL);
@@ -115,7 +115,7 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 	sigprocmask(SIG_UNBLOCK, &sigs, NULL);
 	if (st.failed) {
 		msb_error_set(err, -st.errnum, "%s: cannot run %s: %s", what, req->argv[0],
-		              st.message[0] ? st.message : strerror(st.errnum));
+			      st.message[0] ? st.message : strerror(st.errnum));
 		/* As a shell would: not found 127, not executable 126. */
 		return st.errnum == ENOENT ? 127 : 126;
 	}

@@ -13,7 +13,7 @@ extern const struct msb_agent_client_ops cli_session_ops;
  * could not be started, with err set), or -1 with err set when the session
  * itself failed.
  */
-int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req,
-                    const char *what, struct msb_error *err);
+int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req, const char *what,
+		    struct msb_error *err);
 
 #endif

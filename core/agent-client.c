@@ -30,15 +30,15 @@
 /* Room beyond MSB_AGENT_CLIENT_SENDQ_MAX for small control frames, so a
  * signal or a grant still goes out when data filled the queue. */
 #define SENDQ_RESERVE (64 * 1024)
-#define SENDQ_CAP (MSB_AGENT_CLIENT_SENDQ_MAX + SENDQ_RESERVE)
+#define SENDQ_CAP     (MSB_AGENT_CLIENT_SENDQ_MAX + SENDQ_RESERVE)
 /* Output credit is returned in batches (a quarter window: the agent never
  * stalls for want of a grant unless the caller holds output back). */
 #define GRANT_BATCH (MSB_AGENT_WINDOW_INITIAL / 4)
-#define CREDIT_MAX (UINT64_C(1) << 40)
+#define CREDIT_MAX  (UINT64_C(1) << 40)
 /* Reads per handle call: a guest flooding the connection cannot keep the
  * caller's loop from running its other work. */
 #define READS_PER_CALL 16
-#define VERSION_MAX 128
+#define VERSION_MAX    128
 /* Session ids: generation * MSB_AGENT_SESSIONS_MAX + slot, generation >= 1. */
 #define GEN_MAX (UINT32_MAX / MSB_AGENT_SESSIONS_MAX - 1)
 
@@ -53,7 +53,7 @@ struct csession {
 	void *data;
 	uint64_t out_credit; /* output bytes the guest may still send */
 	uint64_t unconsumed; /* MANUAL_CREDIT: delivered, not consumed */
-	uint64_t grant;      /* consumed, not granted yet */
+	uint64_t grant;	     /* consumed, not granted yet */
 	uint64_t in_credit;  /* stdin bytes we may still send */
 	int stdin_closed;
 	struct msb_agent_status st;
@@ -163,8 +163,8 @@ static size_t sq_used(const struct msb_agent_client *c)
 }
 
 /* Queue a frame; control frames may use the reserve.  0 or -EAGAIN. */
-static int sq_frame(struct msb_agent_client *c, uint8_t type, uint32_t session,
-                    const void *payload, size_t len, int control)
+static int sq_frame(struct msb_agent_client *c, uint8_t type, uint32_t session, const void *payload,
+		    size_t len, int control)
 {
 	size_t limit = control ? SENDQ_CAP : MSB_AGENT_CLIENT_SENDQ_MAX;
 	size_t need = MSB_AGENT_HEADER_SIZE + len;
@@ -229,7 +229,7 @@ static int sq_flush(struct msb_agent_client *c, struct msb_error *err)
 			break;
 		if (n <= 0)
 			return die(c, err, n < 0 && errno != EPIPE ? -errno : -EPIPE, "write: %s",
-			           n < 0 ? strerror(errno) : "short write");
+				   n < 0 ? strerror(errno) : "short write");
 		c->sq_start += (size_t)n;
 		if (sq_used(c) == 0 || c->grants_dirty)
 			queue_grants(c);
@@ -258,8 +258,8 @@ static void end_session(struct msb_agent_client *c, struct csession *s)
 		session_free(s);
 }
 
-static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h,
-                    const uint8_t *p, struct msb_error *err)
+static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h, const uint8_t *p,
+		    struct msb_error *err)
 {
 	struct csession *s = NULL;
 	uint32_t v;
@@ -271,7 +271,7 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 		s = lookup(c, h->session);
 		if (!s)
 			return die(c, err, -EPROTO, "frame type %u for unknown session %u", h->type,
-			           h->session);
+				   h->session);
 	}
 
 	switch (h->type) {
@@ -281,7 +281,7 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 		v = msb_agent_get_u32(p);
 		if (v != MSB_AGENT_PROTO_VERSION)
 			return die(c, err, -EPROTONOSUPPORT, "agent speaks protocol %u, not %u", v,
-			           MSB_AGENT_PROTO_VERSION);
+				   MSB_AGENT_PROTO_VERSION);
 		sanitize(c->version, sizeof(c->version), p + 8, msb_agent_get_u32(p + 4));
 		c->hello = 1;
 		return 0;
@@ -304,21 +304,21 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 		 * buffers output): a guest overrunning its window is lying. */
 		if (h->length > s->out_credit)
 			return die(c, err, -EPROTO, "session %u sent %u bytes beyond its window",
-			           s->id, h->length);
+				   s->id, h->length);
 		s->out_credit -= h->length;
 		if (s->detached || !c->ops.output) {
 			add_grant(c, s, h->length);
 		} else if (s->cflags & MSB_AGENT_CLIENT_MANUAL_CREDIT) {
 			s->unconsumed += h->length;
 			c->ops.output(c->opaque, s->id, s->data,
-			              h->type == MSB_AGENT_STDOUT ? MSB_AGENT_CLIENT_STDOUT
-			                                          : MSB_AGENT_CLIENT_STDERR,
-			              p, h->length);
+				      h->type == MSB_AGENT_STDOUT ? MSB_AGENT_CLIENT_STDOUT
+								  : MSB_AGENT_CLIENT_STDERR,
+				      p, h->length);
 		} else {
 			c->ops.output(c->opaque, s->id, s->data,
-			              h->type == MSB_AGENT_STDOUT ? MSB_AGENT_CLIENT_STDOUT
-			                                          : MSB_AGENT_CLIENT_STDERR,
-			              p, h->length);
+				      h->type == MSB_AGENT_STDOUT ? MSB_AGENT_CLIENT_STDOUT
+								  : MSB_AGENT_CLIENT_STDERR,
+				      p, h->length);
 			/* The callback may have released the session. */
 			if (lookup(c, h->session) == s && s->state == S_RUNNING)
 				add_grant(c, s, h->length);
@@ -329,9 +329,10 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 		int32_t code = msb_agent_get_i32(p), sig = msb_agent_get_i32(p + 4);
 		if (s->state != S_RUNNING)
 			return die(c, err, -EPROTO, "EXIT for session %u, not running", s->id);
-		if (!((sig == 0 && code >= 0 && code <= 255) || (code == -1 && sig >= 1 && sig <= 64)))
+		if (!((sig == 0 && code >= 0 && code <= 255) ||
+		      (code == -1 && sig >= 1 && sig <= 64)))
 			return die(c, err, -EPROTO, "session %u: impossible exit (%d, signal %d)",
-			           s->id, code, sig);
+				   s->id, code, sig);
 		s->st.exit_code = code;
 		s->st.signal = sig;
 		end_session(c, s);
@@ -357,7 +358,8 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 			return die(c, err, -EPROTO, "PONG without PING");
 		c->pings_outstanding--;
 		if (h->length == 8) {
-			uint64_t n = msb_agent_get_u32(p) | (uint64_t)msb_agent_get_u32(p + 4) << 32;
+			uint64_t n = msb_agent_get_u32(p) | (uint64_t)msb_agent_get_u32(p + 4)
+								    << 32;
 			if (n > c->ping_sent)
 				return die(c, err, -EPROTO, "PONG for a PING never sent");
 			if (n > c->ping_acked)
@@ -395,8 +397,8 @@ static int process(struct msb_agent_client *c, struct msb_error *err)
 		r = msb_agent_header_decode(c->rbuf + off, c->rlen - off, &h);
 		if (r < 0 || !msb_agent_type_from_guest(h.type)) {
 			r = die(c, err, -EPROTO,
-			        "bad frame header (version %u, type %u, flags %#x, length %u)",
-			        h.version, h.type, h.flags, h.length);
+				"bad frame header (version %u, type %u, flags %#x, length %u)",
+				h.version, h.type, h.flags, h.length);
 			break;
 		}
 		if (c->rlen - off - MSB_AGENT_HEADER_SIZE < h.length)
@@ -404,7 +406,7 @@ static int process(struct msb_agent_client *c, struct msb_error *err)
 		const uint8_t *p = c->rbuf + off + MSB_AGENT_HEADER_SIZE;
 		if (msb_agent_validate_from_guest(&h, p) < 0) {
 			r = die(c, err, -EPROTO, "malformed frame (type %u, session %u, length %u)",
-			        h.type, h.session, h.length);
+				h.type, h.session, h.length);
 			break;
 		}
 		r = on_frame(c, &h, p, err);
@@ -444,7 +446,7 @@ static int do_read(struct msb_agent_client *c, struct msb_error *err)
 /* ---- lifecycle --------------------------------------------------------------- */
 
 int msb_agent_client_new(int fd, const struct msb_agent_client_ops *ops, void *opaque,
-                         struct msb_agent_client **out, struct msb_error *err)
+			 struct msb_agent_client **out, struct msb_error *err)
 {
 	if (fd >= 0) {
 		int fl = fcntl(fd, F_GETFL);
@@ -509,7 +511,7 @@ int msb_agent_client_handle(struct msb_agent_client *c, short revents, struct ms
 }
 
 int msb_agent_client_feed(struct msb_agent_client *c, const void *buf, size_t len,
-                          struct msb_error *err)
+			  struct msb_error *err)
 {
 	const uint8_t *b = buf;
 	int r = check_alive(c, err);
@@ -527,7 +529,7 @@ int msb_agent_client_feed(struct msb_agent_client *c, const void *buf, size_t le
 }
 
 int msb_agent_client_pump(struct msb_agent_client *c, int timeout_ms, struct pollfd *extra,
-                          size_t n_extra, struct msb_error *err)
+			  size_t n_extra, struct msb_error *err)
 {
 	struct pollfd small[8], *pfd = small;
 	int r = check_alive(c, err);
@@ -591,7 +593,7 @@ int msb_agent_client_flush(struct msb_agent_client *c, int timeout_ms, struct ms
 
 /* Pump until done(c, arg) or the deadline. */
 static int pump_until(struct msb_agent_client *c, int (*done)(struct msb_agent_client *, void *),
-                      void *arg, int timeout_ms, const char *what, struct msb_error *err)
+		      void *arg, int timeout_ms, const char *what, struct msb_error *err)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 	for (;;) {
@@ -625,7 +627,7 @@ int msb_agent_client_wait_hello(struct msb_agent_client *c, int timeout_ms, stru
 /* ---- sessions ------------------------------------------------------------------ */
 
 static int find_session(struct msb_agent_client *c, uint32_t id, struct csession **out,
-                        struct msb_error *err)
+			struct msb_error *err)
 {
 	int r = check_alive(c, err);
 	if (r < 0)
@@ -637,7 +639,7 @@ static int find_session(struct msb_agent_client *c, uint32_t id, struct csession
 }
 
 int msb_agent_client_exec(struct msb_agent_client *c, const struct msb_agent_exec *req,
-                          unsigned cflags, void *data, uint32_t *session, struct msb_error *err)
+			  unsigned cflags, void *data, uint32_t *session, struct msb_error *err)
 {
 	int r = check_alive(c, err);
 	if (r < 0)
@@ -653,12 +655,12 @@ int msb_agent_client_exec(struct msb_agent_client *c, const struct msb_agent_exe
 	}
 	if (slot == MSB_AGENT_SESSIONS_MAX)
 		return msb_error_set(err, -EAGAIN, "exec: %d sessions unreleased",
-		                     MSB_AGENT_SESSIONS_MAX);
+				     MSB_AGENT_SESSIONS_MAX);
 	int len = msb_agent_exec_encode(req, c->ebuf, sizeof(c->ebuf));
 	if (len < 0)
-		return msb_error_set(err, len, "exec: %s", len == -EMSGSIZE
-		                                                   ? "request too large for the protocol"
-		                                                   : "invalid request");
+		return msb_error_set(err, len, "exec: %s",
+				     len == -EMSGSIZE ? "request too large for the protocol"
+						      : "invalid request");
 	uint32_t gen = c->gen[slot] >= GEN_MAX ? 1 : c->gen[slot] + 1;
 	uint32_t id = gen * MSB_AGENT_SESSIONS_MAX + (uint32_t)slot;
 	r = sq_frame(c, MSB_AGENT_EXEC, id, c->ebuf, (size_t)len, 0);
@@ -701,8 +703,8 @@ size_t msb_agent_client_stdin_room(const struct msb_agent_client *c, uint32_t se
 	return s->in_credit < room ? (size_t)s->in_credit : room;
 }
 
-ssize_t msb_agent_client_write_stdin(struct msb_agent_client *c, uint32_t session,
-                                     const void *buf, size_t len, struct msb_error *err)
+ssize_t msb_agent_client_write_stdin(struct msb_agent_client *c, uint32_t session, const void *buf,
+				     size_t len, struct msb_error *err)
 {
 	struct csession *s;
 	int r = find_session(c, session, &s, err);
@@ -727,9 +729,8 @@ ssize_t msb_agent_client_write_stdin(struct msb_agent_client *c, uint32_t sessio
 	return r < 0 ? r : (ssize_t)done;
 }
 
-int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t session,
-                                     const void *buf, size_t len, int timeout_ms,
-                                     struct msb_error *err)
+int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t session, const void *buf,
+				     size_t len, int timeout_ms, struct msb_error *err)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 	const uint8_t *b = buf;
@@ -743,7 +744,8 @@ int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t sessio
 			break;
 		int left = remaining(deadline);
 		if (left == 0)
-			return msb_error_set(err, -ETIMEDOUT, "session %u: stdin timed out", session);
+			return msb_error_set(err, -ETIMEDOUT, "session %u: stdin timed out",
+					     session);
 		int r = msb_agent_client_pump(c, left, NULL, 0, err);
 		if (r < 0)
 			return r;
@@ -752,7 +754,7 @@ int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t sessio
 }
 
 int msb_agent_client_close_stdin(struct msb_agent_client *c, uint32_t session,
-                                 struct msb_error *err)
+				 struct msb_error *err)
 {
 	struct csession *s;
 	int r = find_session(c, session, &s, err);
@@ -768,7 +770,7 @@ int msb_agent_client_close_stdin(struct msb_agent_client *c, uint32_t session,
 }
 
 int msb_agent_client_signal(struct msb_agent_client *c, uint32_t session, int sig,
-                            struct msb_error *err)
+			    struct msb_error *err)
 {
 	struct csession *s;
 	int r = find_session(c, session, &s, err);
@@ -785,7 +787,7 @@ int msb_agent_client_signal(struct msb_agent_client *c, uint32_t session, int si
 }
 
 int msb_agent_client_resize(struct msb_agent_client *c, uint32_t session, uint16_t rows,
-                            uint16_t cols, struct msb_error *err)
+			    uint16_t cols, struct msb_error *err)
 {
 	struct csession *s;
 	int r = find_session(c, session, &s, err);
@@ -805,15 +807,16 @@ int msb_agent_client_resize(struct msb_agent_client *c, uint32_t session, uint16
 }
 
 int msb_agent_client_consumed(struct msb_agent_client *c, uint32_t session, size_t bytes,
-                              struct msb_error *err)
+			      struct msb_error *err)
 {
 	struct csession *s;
 	int r = find_session(c, session, &s, err);
 	if (r < 0)
 		return r;
 	if (bytes > s->unconsumed)
-		return msb_error_set(err, -EINVAL, "session %u: consumed %zu of %llu bytes delivered",
-		                     session, bytes, (unsigned long long)s->unconsumed);
+		return msb_error_set(err, -EINVAL,
+				     "session %u: consumed %zu of %llu bytes delivered", session,
+				     bytes, (unsigned long long)s->unconsumed);
 	s->unconsumed -= bytes;
 	if (s->state == S_RUNNING)
 		add_grant(c, s, bytes);
@@ -821,7 +824,7 @@ int msb_agent_client_consumed(struct msb_agent_client *c, uint32_t session, size
 }
 
 int msb_agent_client_ended(const struct msb_agent_client *c, uint32_t session,
-                           struct msb_agent_status *st)
+			   struct msb_agent_status *st)
 {
 	const struct csession *s = lookup_const(c, session);
 	if (!s || s->detached)
@@ -839,8 +842,8 @@ static int session_done(struct msb_agent_client *c, void *arg)
 	return !s || s->state == S_ENDED;
 }
 
-int msb_agent_client_wait(struct msb_agent_client *c, uint32_t session,
-                          struct msb_agent_status *st, int timeout_ms, struct msb_error *err)
+int msb_agent_client_wait(struct msb_agent_client *c, uint32_t session, struct msb_agent_status *st,
+			  int timeout_ms, struct msb_error *err)
 {
 	struct csession *s;
 	if (!lookup(c, session) || lookup(c, session)->detached)
@@ -905,7 +908,7 @@ static int shutdown_done(struct msb_agent_client *c, void *arg)
 }
 
 int msb_agent_client_shutdown(struct msb_agent_client *c, uint32_t mode, int timeout_ms,
-                              struct msb_error *err)
+			      struct msb_error *err)
 {
 	int r = check_alive(c, err);
 	if (r < 0)

@@ -96,10 +96,11 @@ struct msb_agent_client_ops {
 	/* Output on stream MSB_AGENT_CLIENT_STDOUT/STDERR (a pty session's
 	 * terminal is STDOUT); buf is valid during the call only. */
 	void (*output)(void *opaque, uint32_t session, void *data, int stream, const uint8_t *buf,
-	               size_t len);
+		       size_t len);
 	/* The session ended (after all its output).  The record stays until
 	 * msb_agent_client_wait or msb_agent_client_release. */
-	void (*ended)(void *opaque, uint32_t session, void *data, const struct msb_agent_status *st);
+	void (*ended)(void *opaque, uint32_t session, void *data,
+		      const struct msb_agent_status *st);
 };
 
 /*
@@ -110,7 +111,7 @@ struct msb_agent_client_ops {
  * fuzzing and tests).  ops may be NULL.
  */
 int msb_agent_client_new(int fd, const struct msb_agent_client_ops *ops, void *opaque,
-                         struct msb_agent_client **out, struct msb_error *err);
+			 struct msb_agent_client **out, struct msb_error *err);
 void msb_agent_client_free(struct msb_agent_client *c);
 
 /* Wait (up to timeout_ms; -1 forever) for the agent's HELLO.  -EPROTONOSUPPORT
@@ -128,7 +129,7 @@ const char *msb_agent_client_agent_version(const struct msb_agent_client *c);
  * MSB_AGENT_SESSIONS_MAX sessions are unreleased or the queue is full.
  */
 int msb_agent_client_exec(struct msb_agent_client *c, const struct msb_agent_exec *req,
-                          unsigned cflags, void *data, uint32_t *session, struct msb_error *err);
+			  unsigned cflags, void *data, uint32_t *session, struct msb_error *err);
 
 /*
  * Queue up to len bytes of stdin; returns how many were taken (0: no credit
@@ -136,38 +137,37 @@ int msb_agent_client_exec(struct msb_agent_client *c, const struct msb_agent_exe
  * with MSB_AGENT_EXEC_STDIN; -EPIPE: stdin was closed or the session ended;
  * -ENOENT: no such session.
  */
-ssize_t msb_agent_client_write_stdin(struct msb_agent_client *c, uint32_t session,
-                                     const void *buf, size_t len, struct msb_error *err);
+ssize_t msb_agent_client_write_stdin(struct msb_agent_client *c, uint32_t session, const void *buf,
+				     size_t len, struct msb_error *err);
 /* Blocking: queue all of buf, pumping as needed (timeout_ms for the whole). */
-int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t session,
-                                     const void *buf, size_t len, int timeout_ms,
-                                     struct msb_error *err);
+int msb_agent_client_write_stdin_all(struct msb_agent_client *c, uint32_t session, const void *buf,
+				     size_t len, int timeout_ms, struct msb_error *err);
 /* Send EOF on stdin (after everything queued before it). */
 int msb_agent_client_close_stdin(struct msb_agent_client *c, uint32_t session,
-                                 struct msb_error *err);
+				 struct msb_error *err);
 /* Stdin bytes msb_agent_client_write_stdin would take now. */
 size_t msb_agent_client_stdin_room(const struct msb_agent_client *c, uint32_t session);
 
 /* Deliver signal sig (1..64) to the session's process group. */
 int msb_agent_client_signal(struct msb_agent_client *c, uint32_t session, int sig,
-                            struct msb_error *err);
+			    struct msb_error *err);
 /* Set a pty session's window size. */
 int msb_agent_client_resize(struct msb_agent_client *c, uint32_t session, uint16_t rows,
-                            uint16_t cols, struct msb_error *err);
+			    uint16_t cols, struct msb_error *err);
 /* MANUAL_CREDIT sessions: bytes of output the caller consumed, to grant back.
  * -EINVAL if more than was delivered and not yet consumed. */
 int msb_agent_client_consumed(struct msb_agent_client *c, uint32_t session, size_t bytes,
-                              struct msb_error *err);
+			      struct msb_error *err);
 
 /*
  * Wait up to timeout_ms for the session to end, copy its status to *st and
  * release it.  -ETIMEDOUT (the session lives on), -ENOENT.
  */
-int msb_agent_client_wait(struct msb_agent_client *c, uint32_t session,
-                          struct msb_agent_status *st, int timeout_ms, struct msb_error *err);
+int msb_agent_client_wait(struct msb_agent_client *c, uint32_t session, struct msb_agent_status *st,
+			  int timeout_ms, struct msb_error *err);
 /* Has the session ended?  1 (and *st filled if st), 0, or -ENOENT. */
 int msb_agent_client_ended(const struct msb_agent_client *c, uint32_t session,
-                           struct msb_agent_status *st);
+			   struct msb_agent_status *st);
 /*
  * Forget a session.  An ended one is freed; a live one is detached: its
  * output is discarded (and granted back) and it is freed when it ends.
@@ -182,7 +182,7 @@ int msb_agent_client_ping(struct msb_agent_client *c, int timeout_ms, struct msb
  * synced, the VM may be torn down from then on).
  */
 int msb_agent_client_shutdown(struct msb_agent_client *c, uint32_t mode, int timeout_ms,
-                              struct msb_error *err);
+			      struct msb_error *err);
 
 /* ---- driving the connection ---------------------------------------------- */
 
@@ -197,7 +197,7 @@ int msb_agent_client_handle(struct msb_agent_client *c, short revents, struct ms
  * (-1: forever).  Returns the number of ready caller fds, or an error.
  */
 int msb_agent_client_pump(struct msb_agent_client *c, int timeout_ms, struct pollfd *extra,
-                          size_t n_extra, struct msb_error *err);
+			  size_t n_extra, struct msb_error *err);
 /* Write the send queue out, waiting up to timeout_ms (pumping meanwhile). */
 int msb_agent_client_flush(struct msb_agent_client *c, int timeout_ms, struct msb_error *err);
 /*
@@ -205,6 +205,6 @@ int msb_agent_client_flush(struct msb_agent_client *c, int timeout_ms, struct ms
  * checks and callbacks.  For tests and fuzzing (and any other transport).
  */
 int msb_agent_client_feed(struct msb_agent_client *c, const void *buf, size_t len,
-                          struct msb_error *err);
+			  struct msb_error *err);
 
 #endif

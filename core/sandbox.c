@@ -23,7 +23,7 @@ static char *first_existing(const char *const *candidates)
 }
 
 int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct msb_assets *a,
-                    struct msb_error *err)
+		    struct msb_error *err)
 {
 	memset(a, 0, sizeof(*a));
 	char bk[PATH_MAX] = "", bi[PATH_MAX] = "";
@@ -36,23 +36,25 @@ int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct 
 		a->kernel = strdup(spec->kernel);
 	} else {
 		const char *const ks[] = {env_k ? env_k : "", cfg_k ? cfg_k : "", bk,
-		                          MSB_ASSET_DIR "/bzImage", NULL};
+					  MSB_ASSET_DIR "/bzImage", NULL};
 		a->kernel = first_existing(ks);
 		if (!a->kernel)
-			return msb_error_set(err, -ENOENT,
-			                     "no guest kernel found (expected --kernel PATH, MSB_KERNEL, "
-			                     "or %s; `make` builds it)",
-			                     build_root ? bk : MSB_ASSET_DIR "/bzImage");
+			return msb_error_set(
+				err, -ENOENT,
+				"no guest kernel found (expected --kernel PATH, MSB_KERNEL, "
+				"or %s; `make` builds it)",
+				build_root ? bk : MSB_ASSET_DIR "/bzImage");
 	}
 	const char *env_i = getenv("MSB_INITRAMFS");
 	const char *const is[] = {env_i ? env_i : "", bi, MSB_ASSET_DIR "/initramfs.cpio", NULL};
 	a->initramfs = first_existing(is);
 	if (!a->initramfs) {
 		msb_assets_free(a);
-		return msb_error_set(err, -ENOENT,
-		                     "no agent initramfs found (expected MSB_INITRAMFS or %s; `make` "
-		                     "builds it)",
-		                     build_root ? bi : MSB_ASSET_DIR "/initramfs.cpio");
+		return msb_error_set(
+			err, -ENOENT,
+			"no agent initramfs found (expected MSB_INITRAMFS or %s; `make` "
+			"builds it)",
+			build_root ? bi : MSB_ASSET_DIR "/initramfs.cpio");
 	}
 	return 0;
 }
@@ -97,10 +99,10 @@ static void console_tail(const char *path, char *out, size_t len)
 }
 
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
-                     const struct msb_module *hv, const struct msb_assets *assets,
-                     const char *state_dir, const char *images_dir,
-                     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-                     struct msb_error *err)
+		     const struct msb_module *hv, const struct msb_assets *assets,
+		     const char *state_dir, const char *images_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err)
 {
 	memset(sb, 0, sizeof(*sb));
 	sb->agent_fd = -1;
@@ -115,9 +117,9 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	if (!spec->rootfs) {
 		/* Images come with the OCI issue; until then a tree is the root. */
 		r = msb_error_set(err, -ENOTSUP,
-		                  "image '%s': pulling images is not supported yet (expected "
-		                  "--rootfs DIR)",
-		                  spec->image);
+				  "image '%s': pulling images is not supported yet (expected "
+				  "--rootfs DIR)",
+				  spec->image);
 		goto fail;
 	}
 	if ((r = msb_rootfs_image(spec->rootfs, images_dir, &sb->root_image, err)) < 0)
@@ -136,7 +138,7 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		goto fail;
 	char cmdline[512];
 	snprintf(cmdline, sizeof(cmdline), "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s",
-	         name);
+		 name);
 	struct msb_vm_config cfg = {
 		.size = sizeof(cfg),
 		.cpus = spec->cpus,
@@ -147,8 +149,8 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		.console_log = sb->console_log,
 	};
 	const struct msb_hv_ops *o = &hv->ops.hv;
-	struct msb_disk root = {.size = sizeof(root), .path = sb->root_image, .read_only = 1,
-	                        .serial = "msb-root"};
+	struct msb_disk root = {
+		.size = sizeof(root), .path = sb->root_image, .read_only = 1, .serial = "msb-root"};
 	struct msb_disk upper = {.size = sizeof(upper), .path = sb->upper, .serial = "msb-upper"};
 	if ((r = o->configure(sb->hv->inst, &cfg, err)) < 0 ||
 	    (r = o->add_disk(sb->hv->inst, &root, err)) < 0 ||
@@ -169,9 +171,10 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		if (msb_sandbox_exit_reason(sb, why, sizeof(why))) {
 			char tail[256];
 			console_tail(sb->console_log, tail, sizeof(tail));
-			r = msb_error_set(err, -ECHILD, "the guest stopped before its agent answered (%s)%s%s",
-			                  why, tail[0] && !strstr(why, tail) ? "; console: " : "",
-			                  tail[0] && !strstr(why, tail) ? tail : "");
+			r = msb_error_set(err, -ECHILD,
+					  "the guest stopped before its agent answered (%s)%s%s",
+					  why, tail[0] && !strstr(why, tail) ? "; console: " : "",
+					  tail[0] && !strstr(why, tail) ? tail : "");
 			goto fail;
 		}
 		r = msb_agent_client_wait_hello(sb->agent, 250, err);
@@ -180,9 +183,10 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		if (r != -ETIMEDOUT)
 			goto fail;
 		if (now_ms() > deadline) {
-			r = msb_error_set(err, -ETIMEDOUT,
-			                  "the guest agent did not answer within %d s (console log: %s)",
-			                  timeout_ms / 1000, sb->console_log);
+			r = msb_error_set(
+				err, -ETIMEDOUT,
+				"the guest agent did not answer within %d s (console log: %s)",
+				timeout_ms / 1000, sb->console_log);
 			goto fail;
 		}
 	}

@@ -26,7 +26,7 @@ struct msb_assets {
  * the build tree, the installed one).  Errors say how to get them.
  */
 int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct msb_assets *a,
-                    struct msb_error *err);
+		    struct msb_error *err);
 void msb_assets_free(struct msb_assets *a);
 
 struct msb_sandbox {
@@ -47,10 +47,10 @@ struct msb_sandbox {
  * why — with the guest's last words when its kernel panicked.
  */
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
-                     const struct msb_module *hv, const struct msb_assets *assets,
-                     const char *state_dir, const char *images_dir,
-                     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-                     struct msb_error *err);
+		     const struct msb_module *hv, const struct msb_assets *assets,
+		     const char *state_dir, const char *images_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err);
 /*
  * Orderly stop: the agent syncs and powers off; then the VM is torn down
  * (killed after timeout_ms).  Safe on a half-booted sandbox.

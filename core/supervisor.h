@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The per-sandbox supervisor (DESIGN.md "Process model"): one process per
+ * running sandbox that owns the VM and serves the sandbox's control socket
+ * (sandboxes/NAME/control.sock, directory 0700, socket 0600).  `msb exec`,
+ * `msb stop` and the SDK speak the agent protocol on it; the supervisor
+ * multiplexes every connection's sessions onto the one guest agent.  When the
+ * supervisor dies, the VM (its threads) dies with it.
+ */
+#ifndef MSB_CORE_SUPERVISOR_H
+#define MSB_CORE_SUPERVISOR_H
+
+#include <sys/types.h>
+
+#include <msb/msb-error.h>
+
+#define MSB_CONTROL_SOCKET "control.sock"
+#define MSB_SUPERVISOR_PID "supervisor.pid"
+#define MSB_SUPERVISOR_LOG "supervisor.log"
+/* Control connections one supervisor serves at once. */
+#define MSB_CONTROL_CONNS_MAX 64
+
+/*
+ * Run the supervisor of sandbox `name` in the store at `home`: boot it, then
+ * serve until it is stopped, its lifetime runs out, or the guest ends.
+ * ready_fd receives "ok\n" once the agent answered, or one line of error;
+ * then it is closed.  build_root as for msb_assets_find.  Returns the exit
+ * status for the process.
+ */
+int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root);
+
+/*
+ * The supervisor's pid if sandbox `name` is running (its pid file names a
+ * live supervisor of this sandbox), 0 if it is not; a stale pid file and
+ * socket left by a supervisor that died are removed.
+ */
+pid_t msb_supervisor_pid(const char *home, const char *name);
+
+/* Connect to a running sandbox's control socket. */
+int msb_control_connect(const char *home, const char *name, struct msb_error *err);
+
+#endif
