@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# End-to-end tests: real sandboxes under real KVM.  Runs where /dev/kvm
+# works — directly, or inside tests/kvmhost (tests/e2e/run picks).
+#
+#   tests/e2e/suite.sh BUILD_DIR [ROOTFS_DIR]
+#
+# Needs MSB_KERNEL and MSB_INITRAMFS (or the build tree's guest/ assets).
+# Without ROOTFS_DIR it builds a busybox tree of its own.  Prints one line
+# per check and ends with "N passed, M failed".
+set -uo pipefail
+build=$(cd "${1:?usage: suite.sh BUILD_DIR [ROOTFS]}" && pwd)
+msb="$build/msb"
+work=$(mktemp -d /tmp/msb-e2e.XXXXXX)
+export MSB_HOME="$work/home"
+export MSB_BOOT_TIMEOUT=${MSB_BOOT_TIMEOUT:-180s}
+passed=0 failed=0
+
+pass() { echo "PASS: $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $1${2:+ — $2}"; failed=$((failed + 1)); }
+check() { # check NAME EXPECTED ACTUAL
+	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
+}
+
+if [ $# -ge 2 ]; then
+	root=$2
+else
+	# A minimal tree from the machine's busybox, with an unprivileged user.
+	root="$work/rootfs"
+	mkdir -p "$root"/{bin,etc,tmp,root,home/app,data}
+	cp /bin/busybox "$root/bin/"
+	for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+	printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$root/etc/passwd"
+	printf 'root:x:0:\napp:x:1000:\n' >"$root/etc/group"
+	chmod 1777 "$root/tmp"
+	chown 1000:1000 "$root/home/app"
+fi
+
+# 1. output and exit codes
+out=$("$msb" run --rootfs "$root" -- sh -c 'echo hello from a microVM; exit 7' 2>"$work/err")
+rc=$?
+check "run: stdout comes back" "hello from a microVM" "$out"
+check "run: exit status is the command's" 7 "$rc"
+out=$("$msb" run --rootfs "$root" -- sh -c 'echo to-err >&2; echo to-out' 2>"$work/err")
+check "run: stdout and stderr are separate" "to-out|to-err" "$out|$(cat "$work/err")"
+
+# 2. stdin, including EOF
+out=$(printf 'line1\nline2\n' | "$msb" run --rootfs "$root" -- sh -c 'cat; echo EOF-seen')
+check "run: stdin is piped, EOF reaches the guest" "line1 line2 EOF-seen" "$(echo $out)"
+
+# 3. 10 MB of output
+n=$("$msb" run --rootfs "$root" -- sh -c 'head -c 10000000 /dev/zero' | wc -c)
+check "run: 10 MB of output arrive whole" 10000000 "$n"
+
+# 4. resources
+out=$("$msb" run --rootfs "$root" --cpus 2 -- nproc)
+check "run: --cpus 2 gives 2 CPUs" 2 "$out"
+mem=$("$msb" run --rootfs "$root" --memory 256M -- sh -c "awk '/MemTotal/ {print \$2}' /proc/meminfo")
+if [ -n "$mem" ] && [ "$mem" -gt 150000 ] && [ "$mem" -le 262144 ]; then
+	pass "run: --memory 256M caps the guest's RAM ($mem kB)"
+else
+	fail "run: --memory 256M caps the guest's RAM" "MemTotal $mem kB"
+fi
+# Filling a 1 GiB tmpfs inside a 256M guest must fail inside the guest.
+out=$("$msb" run --rootfs "$root" --memory 256M -- sh -c \
+	'mkdir -p /mnt/t && mount -t tmpfs -o size=1g tmpfs /mnt/t &&
+	 dd if=/dev/zero of=/mnt/t/fill bs=1M count=600 2>/dev/null; echo "dd=$?"' 2>/dev/null)
+rc=$?
+case "$out" in
+dd=0) fail "run: allocating past --memory fails in the guest" "600 MiB fitted in 256M" ;;
+*) pass "run: allocating past --memory fails in the guest (${out:-killed}, msb rc $rc)" ;;
+esac
+
+# 5. a named sandbox: concurrent execs, persistence, isolation of the image
+"$msb" create --rootfs "$root" --name box >/dev/null 2>"$work/err" ||
+	fail "create: a named sandbox boots" "$(cat "$work/err")"
+check "ls: the sandbox is running" "running" "$("$msb" ls --json | grep -o '"status": "[a-z]*"' | cut -d'"' -f4)"
+for i in 1 2 3 4 5 6 7 8; do
+	"$msb" exec box -- sh -c "sleep 0.$i; echo exec-$i" >"$work/c$i" 2>&1 &
+done
+wait
+ok=0
+for i in 1 2 3 4 5 6 7 8; do [ "$(cat "$work/c$i")" = "exec-$i" ] && ok=$((ok + 1)); done
+check "exec: 8 concurrent execs each get their own output" 8 "$ok"
+out=$(echo via-stdin | "$msb" exec box -- cat)
+check "exec: stdin is piped" "via-stdin" "$out"
+"$msb" exec box -- sh -c 'exit 42'
+check "exec: exit status is the command's" 42 "$?"
+"$msb" exec box -- no-such-command 2>/dev/null
+check "exec: a missing command exits 127" 127 "$?"
+"$msb" exec box -- sh -c 'kill -9 $$'
+check "exec: death by signal N exits 128+N" 137 "$?"
+if grep -q '^app:x:1000:' "$root/etc/passwd"; then
+	"$msb" exec box -u app -- id -u >"$work/uid"
+	check "exec: --user runs as that user" 1000 "$(cat "$work/uid")"
+fi
+image=$(ls "$MSB_HOME"/images/*.erofs | head -1)
+sum_before=$(sha256sum "$image" | cut -d' ' -f1)
+"$msb" exec box -- sh -c 'mkdir -p /data; echo persisted > /data/file; echo root-write > /etc/motd-test; sync'
+"$msb" stop box
+check "stop: the sandbox is stopped" "stopped" "$("$msb" ls --json | grep -o '"status": "[a-z]*"' | cut -d'"' -f4)"
+"$msb" start box 2>"$work/err" || fail "start: a stopped sandbox boots again" "$(cat "$work/err")"
+out=$("$msb" exec box -- cat /data/file /etc/motd-test 2>&1)
+check "start: writes to the root survive stop/start" "persisted root-write" "$(echo $out)"
+check "writes never reach the shared image" "$sum_before" "$(sha256sum "$image" | cut -d' ' -f1)"
+out=$("$msb" run --rootfs "$root" -- sh -c 'cat /data/file 2>/dev/null || echo absent')
+check "another sandbox of the same tree does not see them" "absent" "$out"
+
+# 6. Ctrl-C reaches the guest command
+"$msb" exec box -- sh -c 'trap "echo got-INT; exit 3" INT; echo ready; sleep 60 & wait' >"$work/int" &
+pid=$!
+for _ in $(seq 100); do grep -q ready "$work/int" 2>/dev/null && break; sleep 0.2; done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+check "exec: SIGINT reaches the guest command" "got-INT 3" "$(tr '\n' ' ' <"$work/int" | sed 's/ready //; s/ $//') $rc"
+
+# 7. stop and rm leave nothing behind
+"$msb" rm box >/dev/null 2>&1
+check "rm: refuses a running sandbox without -f" 1 "$?"
+"$msb" rm -f box
+left=$(ls "$MSB_HOME/sandboxes" | wc -l)
+procs=$(pgrep -f "__supervise box" | wc -l)
+check "rm -f: no state and no supervisor left" "0 0" "$left $procs"
+
+# 8. a guest kernel panic is reported clearly
+mkdir -p "$work/panic"
+# An init that exits at once: the kernel panics ("Attempted to kill init").
+cp /bin/busybox "$work/panic/sh"
+printf '#!/sh\n' >"$work/panic/init"
+chmod +x "$work/panic/init"
+(cd "$work/panic" && find . | cpio -o -H newc --quiet >"$work/panic.cpio")
+out=$(MSB_INITRAMFS="$work/panic.cpio" "$msb" run --rootfs "$root" -- true 2>&1)
+rc=$?
+case "$out" in
+*"panic"*) pass "run: a guest kernel panic gives a clear error (rc $rc)" ;;
+*) fail "run: a guest kernel panic gives a clear error" "$out" ;;
+esac
+left=$(ls "$MSB_HOME/sandboxes" | wc -l)
+check "run: an ephemeral sandbox leaves no state, even when it fails" 0 "$left"
+
+rm -rf "$work"
+echo "e2e: $passed passed, $failed failed"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
