@@ -190,6 +190,39 @@ static const char *spec_source(struct msb_state *st, const char *name, char *buf
 	return buf;
 }
 
+/*
+ * Is sandbox `name` running?  Its supervisor's pid, or the pid of the
+ * `msb run` hosting it.  An ephemeral sandbox whose `msb run` died is reaped
+ * here: nothing of it is left.
+ */
+static pid_t sandbox_running(struct msb_state *st, const char *name)
+{
+	pid_t pid = msb_supervisor_pid(st->home, name);
+	if (pid)
+		return pid;
+	char *data = NULL;
+	size_t len = 0;
+	long owner = 0;
+	if (msb_state_read(st, name, "owner.pid", &data, &len, NULL) == 0) {
+		owner = strtol(data, NULL, 10);
+		free(data);
+	}
+	char exe[64], target[PATH_MAX];
+	snprintf(exe, sizeof(exe), "/proc/%ld/exe", owner);
+	ssize_t n = owner > 1 ? readlink(exe, target, sizeof(target) - 1) : -1;
+	if (n > 0) {
+		target[n] = '\0';
+		if (strstr(target, "msb"))
+			return (pid_t)owner;
+	}
+	if (msb_state_read(st, name, "ephemeral", &data, &len, NULL) == 0) {
+		free(data);
+		msb_state_sandbox_remove(st, name, NULL);
+		return -1; /* gone */
+	}
+	return 0;
+}
+
 int cmd_ls(const struct cli_command *cmd, int argc, char **argv)
 {
 	(void)cmd;
@@ -211,7 +244,11 @@ int cmd_ls(const struct cli_command *cmd, int argc, char **argv)
 	if (!json)
 		printf("%-24s %-8s %-8s %s\n", "NAME", "STATUS", "PID", "ROOT");
 	for (size_t i = 0; i < n; i++) {
-		pid_t pid = msb_supervisor_pid(st.home, names[i]);
+		pid_t pid = sandbox_running(&st, names[i]);
+		if (pid < 0) {
+			free(names[i]);
+			continue;
+		}
 		char src[PATH_MAX];
 		spec_source(&st, names[i], src, sizeof(src));
 		if (json)

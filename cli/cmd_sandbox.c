@@ -278,6 +278,12 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 	if (!json || msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", json ? err.msg : "out of memory");
 	msb_free(json);
+	/* This process hosts the VM: say so, so a crash of it can be reaped. */
+	char owner[32];
+	int ol = snprintf(owner, sizeof(owner), "%ld\n", (long)getpid());
+	if (msb_state_write(&st, name, "owner.pid", owner, (size_t)ol, &err) < 0 ||
+	    (ephemeral && msb_state_write(&st, name, "ephemeral", "", 0, &err) < 0))
+		fprintf(stderr, "msb: run: %s\n", err.msg);
 	char dir[PATH_MAX], images[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", st.home, name);
 	snprintf(images, sizeof(images), "%s/images", st.home);
@@ -308,6 +314,8 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 		msb_sandbox_stop(&sb, 10000);
 	}
 	msb_assets_free(&assets);
+	if (!ephemeral)
+		msb_state_write(&st, name, "owner.pid", "", 0, &err);
 	if (ephemeral && msb_state_sandbox_remove(&st, name, &err) < 0)
 		fprintf(stderr, "msb: run: cleaning up: %s\n", err.msg);
 	msb_state_close(&st);
