@@ -4,10 +4,17 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 MESON_OPTS ?=
 
-.PHONY: all deps demo check unit fuzz clean format
+.PHONY: all deps kernel demo check unit fuzz clean format
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
+	@$(MAKE) --no-print-directory kernel
+
+# The guest kernel: built once per config (about 11 minutes on two cores),
+# cached outside the build tree by scripts/build-kernel, linked in here.
+kernel:
+	@mkdir -p $(BUILD)/guest
+	@k=$$(scripts/build-kernel) && ln -sfn "$$k" $(BUILD)/guest/bzImage
 
 deps:
 	@scripts/install-deps

@@ -128,13 +128,15 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	    (r = msb_rootfs_upper(sb->upper, MSB_UPPER_SIZE, err)) < 0)
 		goto fail;
 
-	cleanup_free char *json = msb_spec_to_json(spec, 0);
+	char *json = msb_spec_to_json(spec, 0);
 	if (!json) {
 		r = msb_error_set(err, -ENOMEM, "out of memory");
 		goto fail;
 	}
 	const char *name = spec->name ? spec->name : "msb";
-	if ((r = msb_instance_create(hv, name, state_dir, json, NULL, &sb->hv, err)) < 0)
+	r = msb_instance_create(hv, name, state_dir, json, NULL, &sb->hv, err);
+	free(json);
+	if (r < 0)
 		goto fail;
 	char cmdline[512];
 	snprintf(cmdline, sizeof(cmdline), "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s",

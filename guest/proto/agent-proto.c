@@ -278,7 +278,7 @@ int msb_agent_exec_encode(const struct msb_agent_exec *req, uint8_t *out, size_t
 
 /* Copy the string at *off into the arena; *s points at the copy. */
 static int arena_string(const uint8_t *payload, size_t len, size_t *off, char *arena,
-                        size_t arena_cap, size_t *used, const char **s)
+			size_t arena_cap, size_t *used, const char **s)
 {
 	size_t end = *off;
 	if (skip_string(payload, len, &end, MSB_AGENT_STRING_MAX - 1))
@@ -296,9 +296,9 @@ static int arena_string(const uint8_t *payload, size_t len, size_t *off, char *a
 }
 
 /* Decode "u32 count, count strings" into vec (capacity vec_cap incl. NULL). */
-static int string_vector(const uint8_t *payload, size_t len, size_t *off, uint32_t max,
-                         char *arena, size_t arena_cap, size_t *used, const char **vec,
-                         size_t vec_cap, uint32_t *count)
+static int string_vector(const uint8_t *payload, size_t len, size_t *off, uint32_t max, char *arena,
+			 size_t arena_cap, size_t *used, const char **vec, size_t vec_cap,
+			 uint32_t *count)
 {
 	if (*off > len || len - *off < 4)
 		return -EPROTO;
@@ -323,8 +323,8 @@ static int string_vector(const uint8_t *payload, size_t len, size_t *off, uint32
 }
 
 int msb_agent_exec_decode(const uint8_t *payload, size_t len, struct msb_agent_exec *req,
-                          char *arena, size_t arena_cap, const char **argv, size_t argv_cap,
-                          const char **envp, size_t env_cap)
+			  char *arena, size_t arena_cap, const char **argv, size_t argv_cap,
+			  const char **envp, size_t env_cap)
 {
 	size_t off = EXEC_FIXED, used = 0;
 	int r;
@@ -344,12 +344,12 @@ int msb_agent_exec_decode(const uint8_t *payload, size_t len, struct msb_agent_e
 		r = arena_string(payload, len, &off, arena, arena_cap, &used, &req->cwd);
 	if (r == 0)
 		r = string_vector(payload, len, &off, MSB_AGENT_ARGS_MAX, arena, arena_cap, &used,
-		                  argv, argv_cap, &req->argc);
+				  argv, argv_cap, &req->argc);
 	if (r == 0 && req->argc == 0)
 		r = -EPROTO;
 	if (r == 0)
 		r = string_vector(payload, len, &off, MSB_AGENT_ENV_MAX, arena, arena_cap, &used,
-		                  envp, env_cap, &req->envc);
+				  envp, env_cap, &req->envc);
 	/* Strict: trailing bytes mean the peer and we disagree on the format. */
 	if (r == 0 && off != len)
 		r = -EPROTO;

@@ -27,14 +27,14 @@
 #include <stdint.h>
 
 #define MSB_AGENT_PROTO_VERSION 1
-#define MSB_AGENT_HEADER_SIZE 12
+#define MSB_AGENT_HEADER_SIZE	12
 /* Largest payload either side sends or accepts. */
 #define MSB_AGENT_FRAME_MAX (64 * 1024)
 /* Output bytes the agent may send on a session before the host grants more. */
 #define MSB_AGENT_WINDOW_INITIAL (256 * 1024)
 /* Limits on an exec request. */
-#define MSB_AGENT_ARGS_MAX 4096
-#define MSB_AGENT_ENV_MAX 4096
+#define MSB_AGENT_ARGS_MAX   4096
+#define MSB_AGENT_ENV_MAX    4096
 #define MSB_AGENT_STRING_MAX 4096
 /* Most sessions open at once. */
 #define MSB_AGENT_SESSIONS_MAX 256
@@ -43,21 +43,21 @@
 
 enum msb_agent_type {
 	/* agent -> host */
-	MSB_AGENT_HELLO = 1,  /* payload: u32 proto version, string agent version */
-	MSB_AGENT_STDOUT = 2, /* payload: bytes (never empty) */
-	MSB_AGENT_STDERR = 3, /* payload: bytes (never empty) */
-	MSB_AGENT_EXIT = 4,   /* payload: i32 exit code (-1 if signalled), i32 signal (0 if not) */
-	MSB_AGENT_ERROR = 5,  /* payload: i32 errno, string message; the exec did not start */
+	MSB_AGENT_HELLO = 1,   /* payload: u32 proto version, string agent version */
+	MSB_AGENT_STDOUT = 2,  /* payload: bytes (never empty) */
+	MSB_AGENT_STDERR = 3,  /* payload: bytes (never empty) */
+	MSB_AGENT_EXIT = 4,    /* payload: i32 exit code (-1 if signalled), i32 signal (0 if not) */
+	MSB_AGENT_ERROR = 5,   /* payload: i32 errno, string message; the exec did not start */
 	MSB_AGENT_STARTED = 6, /* payload: u32 guest pid */
 	MSB_AGENT_PONG = 7,    /* payload: as PING's */
 	MSB_AGENT_SHUTDOWN_ACK = 8, /* payload: none; disks are synced, power-off follows */
 
 	/* host -> agent */
-	MSB_AGENT_EXEC = 32,   /* payload: struct msb_agent_exec, encoded */
-	MSB_AGENT_STDIN = 33,  /* payload: bytes; an empty payload is EOF */
-	MSB_AGENT_SIGNAL = 34, /* payload: u32 signal number */
-	MSB_AGENT_RESIZE = 35, /* payload: u16 rows, u16 cols (tty sessions) */
-	MSB_AGENT_PING = 36,   /* payload: up to 64 bytes, echoed */
+	MSB_AGENT_EXEC = 32,	 /* payload: struct msb_agent_exec, encoded */
+	MSB_AGENT_STDIN = 33,	 /* payload: bytes; an empty payload is EOF */
+	MSB_AGENT_SIGNAL = 34,	 /* payload: u32 signal number */
+	MSB_AGENT_RESIZE = 35,	 /* payload: u16 rows, u16 cols (tty sessions) */
+	MSB_AGENT_PING = 36,	 /* payload: up to 64 bytes, echoed */
 	MSB_AGENT_SHUTDOWN = 37, /* payload: u32 enum msb_agent_shutdown */
 
 	/* both ways */
@@ -70,7 +70,7 @@ enum msb_agent_shutdown {
 };
 
 /* EXEC flags. */
-#define MSB_AGENT_EXEC_TTY 0x1u   /* run on a pty: stdout carries the terminal */
+#define MSB_AGENT_EXEC_TTY   0x1u /* run on a pty: stdout carries the terminal */
 #define MSB_AGENT_EXEC_STDIN 0x2u /* the host will send STDIN frames (else /dev/null) */
 
 struct msb_agent_header {
@@ -95,7 +95,7 @@ struct msb_agent_exec {
 	 */
 	const char *user;
 	const char *cwd; /* "" = the user's home, else "/" */
-	uint32_t argc;   /* >= 1 */
+	uint32_t argc;	 /* >= 1 */
 	const char **argv;
 	uint32_t envc;
 	const char **envp;
@@ -176,7 +176,7 @@ int msb_agent_exec_encode(const struct msb_agent_exec *req, uint8_t *out, size_t
  * wire and one NUL in the arena).  On error *req is zeroed.
  */
 int msb_agent_exec_decode(const uint8_t *payload, size_t len, struct msb_agent_exec *req,
-                          char *arena, size_t arena_cap, const char **argv, size_t argv_cap,
-                          const char **envp, size_t env_cap);
+			  char *arena, size_t arena_cap, const char **argv, size_t argv_cap,
+			  const char **envp, size_t env_cap);
 
 #endif

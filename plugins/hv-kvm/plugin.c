@@ -139,6 +139,12 @@ static int kvm_start(void *inst, struct msb_error *err)
 	if (!k->configured || k->started)
 		return h->error_set(h, err, -EINVAL, "start needs a configured, unstarted VM");
 	size_t len = (size_t)snprintf(k->vm.cmdline, sizeof(k->vm.cmdline), "%s", base_cmdline);
+	/* MSB_GUEST_DEBUG=1: the guest kernel's boot messages on the console log. */
+	const char *dbg = getenv("MSB_GUEST_DEBUG");
+	if (dbg && !strcmp(dbg, "1") && len < sizeof(k->vm.cmdline))
+		len += (size_t)snprintf(
+			k->vm.cmdline + len, sizeof(k->vm.cmdline) - len,
+			" loglevel=8 earlyprintk=serial,ttyS0,115200 ignore_loglevel");
 	for (unsigned i = 0; i < k->vm.nvdevs && len < sizeof(k->vm.cmdline); i++)
 		len += (size_t)vdev_cmdline(k->vm.vdevs[i], k->vm.cmdline + len,
 					    sizeof(k->vm.cmdline) - len);
