@@ -13,6 +13,11 @@ int msb_error_vset(struct msb_error *err, int code, const char *fmt, va_list ap)
 int msb_error_errno(struct msb_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+#include <sys/types.h>
+
+/* mkdir -p: parents 0755, the last component `mode`; 0 if it exists. */
+int msb_mkdir_p(const char *path, mode_t mode);
+
 /* cleanup attributes, as in bubblewrap: no ladders of frees. */
 void msb_cleanup_freep(void *p);
 void msb_cleanup_closep(int *fd);

@@ -209,31 +209,13 @@ int msb_run_tool(char *const argv[], struct msb_error *err)
 			     last ? last + 1 : out);
 }
 
-static int mkdir_p(const char *path)
-{
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int msb_rootfs_image(const char *dir, const char *images_dir, char **path, struct msb_error *err)
 {
 	char hex[65];
 	int r = msb_tree_hash(dir, hex, err);
 	if (r < 0)
 		return r;
-	if ((r = mkdir_p(images_dir)) < 0)
+	if ((r = msb_mkdir_p(images_dir, 0700)) < 0)
 		return msb_error_errno(err, r, "images directory '%s'", images_dir);
 	char *img = NULL, *tmp = NULL, *lock = NULL;
 	if (asprintf(&img, "%s/%s.erofs", images_dir, hex) < 0 ||

@@ -44,24 +44,6 @@ int msb_state_default_home(char *buf, size_t len, struct msb_error *err)
 	return 0;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 /* Lock a file relative to dirfd; returns the locked fd. */
 static int lock_at(int dirfd, const char *file, int op, struct msb_error *err)
 {
@@ -147,7 +129,7 @@ int msb_state_open(const char *home, struct msb_state *st, struct msb_error *err
 			return r;
 		home = buf;
 	}
-	if ((r = mkdir_p(home, 0700)) < 0)
+	if ((r = msb_mkdir_p(home, 0700)) < 0)
 		return msb_error_errno(err, r, "state directory '%s'", home);
 	st->home_fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (st->home_fd < 0)

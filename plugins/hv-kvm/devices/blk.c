@@ -99,27 +99,15 @@ static int blk_io(struct blk *b, const struct vq_elem *e, uint32_t type, uint64_
 static void blk_notify(struct vdev *d, unsigned qi)
 {
 	struct blk *b = (struct blk *)d;
-	struct vq *q = &d->vqs[qi];
 	static __thread struct vq_elem e;
 	bool any = false;
-	for (;;) {
-		pthread_mutex_lock(&d->lock);
-		int r = vq_pop(q, &e);
-		pthread_mutex_unlock(&d->lock);
-		if (r < 0) {
-			vdev_set_needs_reset(d);
-			break;
-		}
-		if (r == 0)
-			break;
+	while (vdev_pop(d, qi, &e) > 0) {
 		uint32_t written = 0;
 		uint8_t status = VIRTIO_BLK_S_IOERR;
 		struct blk_req_hdr hdr;
 		/* A request needs its header and a status byte; else it is malformed. */
 		if (e.write_bytes < 1 || vq_read(&e, 0, &hdr, sizeof(hdr)) != sizeof(hdr)) {
-			pthread_mutex_lock(&d->lock);
-			vq_push(q, e.head, 0);
-			pthread_mutex_unlock(&d->lock);
+			vdev_push(d, qi, e.head, 0);
 			any = true;
 			continue;
 		}
@@ -144,9 +132,7 @@ static void blk_notify(struct vdev *d, unsigned qi)
 			break;
 		}
 		vq_write(&e, e.write_bytes - 1, &status, 1);
-		pthread_mutex_lock(&d->lock);
-		vq_push(q, e.head, written + 1);
-		pthread_mutex_unlock(&d->lock);
+		vdev_push(d, qi, e.head, written + 1);
 		any = true;
 	}
 	if (any)

@@ -49,13 +49,9 @@ static void console_rx(struct console *c)
 	bool any = false;
 	while (!c->sock_eof) {
 		if (!c->rx_pending) {
-			pthread_mutex_lock(&d->lock);
-			int r = vq_pop(&d->vqs[RXQ], &c->rx_elem);
-			pthread_mutex_unlock(&d->lock);
-			if (r < 0) {
-				vdev_set_needs_reset(d);
+			int r = vdev_pop(d, RXQ, &c->rx_elem);
+			if (r < 0)
 				break;
-			}
 			if (r == 0) {
 				/* No buffers: stop reading until the guest posts some. */
 				set_events(c, c->events & ~(uint32_t)EPOLLIN);
@@ -74,9 +70,7 @@ static void console_rx(struct console *c)
 			c->sock_eof = true; /* the host closed its end */
 			break;
 		}
-		pthread_mutex_lock(&d->lock);
-		vq_push(&d->vqs[RXQ], c->rx_elem.head, (uint32_t)n);
-		pthread_mutex_unlock(&d->lock);
+		vdev_push(d, RXQ, c->rx_elem.head, (uint32_t)n);
 		c->rx_pending = false;
 		any = true;
 	}
@@ -91,14 +85,7 @@ static void console_tx(struct console *c)
 	bool any = false;
 	for (;;) {
 		if (!c->tx_pending) {
-			pthread_mutex_lock(&d->lock);
-			int r = vq_pop(&d->vqs[TXQ], &c->tx_elem);
-			pthread_mutex_unlock(&d->lock);
-			if (r < 0) {
-				vdev_set_needs_reset(d);
-				break;
-			}
-			if (r == 0)
+			if (vdev_pop(d, TXQ, &c->tx_elem) <= 0)
 				break;
 			c->tx_pending = true;
 			c->tx_off = 0;
@@ -124,9 +111,7 @@ static void console_tx(struct console *c)
 			set_events(c, c->events | EPOLLOUT);
 			break;
 		}
-		pthread_mutex_lock(&d->lock);
-		vq_push(&d->vqs[TXQ], c->tx_elem.head, 0);
-		pthread_mutex_unlock(&d->lock);
+		vdev_push(d, TXQ, c->tx_elem.head, 0);
 		c->tx_pending = false;
 		any = true;
 	}

@@ -14,19 +14,9 @@ struct rng {
 
 static void rng_notify(struct vdev *d, unsigned qi)
 {
-	struct vq *q = &d->vqs[qi];
 	static __thread struct vq_elem e;
 	bool any = false;
-	for (;;) {
-		pthread_mutex_lock(&d->lock);
-		int r = vq_pop(q, &e);
-		pthread_mutex_unlock(&d->lock);
-		if (r < 0) {
-			vdev_set_needs_reset(d);
-			break;
-		}
-		if (r == 0)
-			break;
+	while (vdev_pop(d, qi, &e) > 0) {
 		uint32_t written = 0;
 		for (unsigned i = 0; i < e.nwrite; i++) {
 			/* getrandom returns at most 32 MiB a call; buffers here are far smaller. */
@@ -37,9 +27,7 @@ static void rng_notify(struct vdev *d, unsigned qi)
 			if ((size_t)n < e.write[i].iov_len)
 				break;
 		}
-		pthread_mutex_lock(&d->lock);
-		vq_push(q, e.head, written);
-		pthread_mutex_unlock(&d->lock);
+		vdev_push(d, qi, e.head, written);
 		any = true;
 	}
 	if (any)

@@ -111,6 +111,23 @@ int vdev_cmdline(const struct vdev *d, char *buf, size_t len)
 			d->irq);
 }
 
+int vdev_pop(struct vdev *d, unsigned q, struct vq_elem *e)
+{
+	pthread_mutex_lock(&d->lock);
+	int r = vq_pop(&d->vqs[q], e);
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		vdev_set_needs_reset(d);
+	return r;
+}
+
+void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written)
+{
+	pthread_mutex_lock(&d->lock);
+	vq_push(&d->vqs[q], head, written);
+	pthread_mutex_unlock(&d->lock);
+}
+
 void vdev_signal_used(struct vdev *d)
 {
 	pthread_mutex_lock(&d->lock);

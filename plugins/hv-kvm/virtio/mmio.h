@@ -64,6 +64,13 @@ void vdev_init(struct vdev *d, const struct vdev_ops *ops, void *priv);
 /* Wire it to the VM: MMIO window, IRQ, ioeventfds, irqfd. */
 int vdev_attach(struct vdev *d, struct vm *vm, uint64_t base, unsigned irq, struct msb_error *err);
 void vdev_mmio(struct vdev *d, uint64_t off, uint8_t *data, unsigned size, bool is_write);
+/*
+ * Take the next chain of queue q under the device lock: 1 (got one), 0 (none),
+ * or -EINVAL after a malformed chain, which also marks the device
+ * NEEDS_RESET.  vdev_push returns a chain with `written` bytes.
+ */
+int vdev_pop(struct vdev *d, unsigned q, struct vq_elem *e);
+void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written);
 /* Tell the driver that used buffers are ready (raises the interrupt). */
 void vdev_signal_used(struct vdev *d);
 /* Mark the device broken (a malformed chain): it stops until the driver resets it. */
