@@ -18,12 +18,26 @@ void gmem_layout(struct gmem *m, uint8_t *base, uint64_t bytes)
 	}
 }
 
+#define HUGE_2M (2ull << 20)
+
 int gmem_init(struct gmem *m, uint64_t bytes)
 {
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/*
+	 * Reserve 2 MiB more and align: transparent huge pages need 2 MiB
+	 * alignment, and with them one nested page fault maps 2 MiB instead of
+	 * 4 KiB — far fewer VM exits while the guest first touches its RAM.
+	 */
+	uint64_t span = bytes + HUGE_2M;
+	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
 		return -errno;
+	uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_2M - 1) & ~(uintptr_t)(HUGE_2M - 1));
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	if (p + bytes < raw + span)
+		munmap(p + bytes, (size_t)(raw + span - (p + bytes)));
+	madvise(p, bytes, MADV_HUGEPAGE);
 	/* Guest memory is the guest's: keep it out of the monitor's core dumps. */
 	madvise(p, bytes, MADV_DONTDUMP);
 	gmem_layout(m, p, bytes);
