@@ -114,6 +114,24 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		r = msb_error_set(err, -ENOMEM, "out of memory");
 		goto fail;
 	}
+	/*
+	 * Options whose modules are not built yet are refused, not ignored: a
+	 * sandbox must never silently lack a share or a secret it was promised.
+	 * (Network rules are not refused: without the network module the guest
+	 * has no network device at all, which is stricter than any rule.)
+	 */
+	if (spec->nvolumes || spec->nsecrets || spec->npublish) {
+		r = msb_error_set(err, -ENOTSUP,
+				  "%s not supported yet (the %s module is not built); nothing was "
+				  "started",
+				  spec->nvolumes   ? "--volume is"
+				  : spec->nsecrets ? "--secret is"
+						   : "--publish is",
+				  spec->nvolumes   ? "storage"
+				  : spec->nsecrets ? "secrets"
+						   : "network");
+		goto fail;
+	}
 	if (!spec->rootfs) {
 		/* Images come with the OCI issue; until then a tree is the root. */
 		r = msb_error_set(err, -ENOTSUP,
