@@ -77,6 +77,16 @@ check "run: allocating past --memory fails in the guest, smaller allocations wor
 "$msb" create --rootfs "$root" --name box >/dev/null 2>"$work/err" ||
 	fail "create: a named sandbox boots" "$(cat "$work/err")"
 check "ls: the sandbox is running" "running" "$("$msb" ls --json | grep -o '"status": "[a-z]*"' | cut -d'"' -f4)"
+# The control socket is the owner's only; guest RAM stays out of core dumps.
+check "create: the control socket is mode 0600 in a 0700 directory" "600 700" \
+	"$(stat -c %a "$MSB_HOME/sandboxes/box/control.sock") $(stat -c %a "$MSB_HOME/sandboxes/box")"
+sup=$(pgrep -f "__supervise box" | head -1)
+ram_flags=$(awk '/^[0-9a-f]+-[0-9a-f]+ /{m=$0} /^Size:/{sz=$2} /^VmFlags:/{if (sz == 524288) print $0}' \
+	"/proc/$sup/smaps" 2>/dev/null | head -1)
+case "$ram_flags" in
+*" dd"*) pass "guest RAM (512 MiB) is excluded from the monitor's core dumps" ;;
+*) fail "guest RAM is excluded from the monitor's core dumps" "VmFlags: $ram_flags" ;;
+esac
 for i in 1 2 3 4 5 6 7 8; do
 	"$msb" exec box -- sh -c "sleep 0.$i; echo exec-$i" >"$work/c$i" 2>&1 &
 done
