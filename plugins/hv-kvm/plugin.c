@@ -54,6 +54,28 @@ static int kvm_create(const struct msb_host *host, void **inst, struct msb_error
 				       "tests/kvmhost/run",
 				       dev, strerror(errno));
 	close(fd);
+	/*
+	 * A /dev/kvm without VMX or SVM under it (kvm_pvm, say) opens and makes
+	 * VMs, but cannot boot an ordinary kernel: say so now rather than spin
+	 * until the agent timeout.  MSB_KVM_NO_CPU_CHECK=1 skips the check.
+	 */
+	if (!getenv("MSB_KVM_NO_CPU_CHECK")) {
+		FILE *ci = fopen("/proc/cpuinfo", "r");
+		char line[4096];
+		int hw = ci ? 0 : 1;
+		while (ci && !hw && fgets(line, sizeof(line), ci))
+			if (!strncmp(line, "flags", 5) &&
+			    (strstr(line, " vmx") || strstr(line, " svm")))
+				hw = 1;
+		if (ci)
+			fclose(ci);
+		if (!hw)
+			return host->error_set(
+				host, err, -ENOTSUP,
+				"%s has no hardware virtualization (vmx/svm) under it: run "
+				"inside tests/kvmhost/run",
+				dev);
+	}
 	struct kvm_instance *k = calloc(1, sizeof(*k));
 	if (!k)
 		return host->error_set(host, err, -ENOMEM, "out of memory");

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <linux/kvm.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,16 @@ static int set_cpuid(struct vcpu *c, struct msb_error *err)
 		free(cpuid);
 		return h->error_set(h, err, -e, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
 	}
+	/* KVM emulates the LAPIC's TSC-deadline mode but leaves the CPUID bit to us;
+	 * without it the guest falls back to the PIT, slower and exit-heavy. */
+	bool tsc_deadline =
+		ioctl(c->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
 	for (uint32_t i = 0; i < cpuid->nent; i++) {
 		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
 		switch (e->function) {
 		case 1:
+			if (tsc_deadline)
+				e->ecx |= 1u << 24;
 			/* Initial APIC id = vCPU index; logical processors in the package. */
 			e->ebx = (e->ebx & 0x0000ffffu) | ((uint32_t)c->index << 24) |
 				 ((c->vm->ncpus & 0xffu) << 16);
