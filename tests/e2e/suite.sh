@@ -11,7 +11,7 @@ set -uo pipefail
 build=$(cd "${1:?usage: suite.sh BUILD_DIR [ROOTFS]}" && pwd)
 msb_bin="$build/msb"
 # Every call is bounded: a hang fails its check instead of the whole run.
-msb() { timeout 300 "$msb_bin" "$@"; }
+msb() { timeout --foreground 300 "$msb_bin" "$@"; }
 msb=msb
 work=$(mktemp -d /tmp/msb-e2e.XXXXXX)
 export MSB_HOME="$work/home"
