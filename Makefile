@@ -14,7 +14,8 @@ all: $(BUILD)/build.ninja
 # cached outside the build tree by scripts/build-kernel, linked in here.
 kernel:
 	@mkdir -p $(BUILD)/guest
-	@k=$$(scripts/build-kernel) && ln -sfn "$$k" $(BUILD)/guest/bzImage
+	@k=$$(scripts/build-kernel) && ln -sfn "$$k" $(BUILD)/guest/bzImage && \
+		ln -sfn "$${k%/bzImage}/vmlinux" $(BUILD)/guest/vmlinux
 
 deps:
 	@scripts/install-deps

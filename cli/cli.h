@@ -35,7 +35,6 @@ int cmd_stop(const struct cli_command *cmd, int argc, char **argv);
 int cmd_start(const struct cli_command *cmd, int argc, char **argv);
 int cmd_rm(const struct cli_command *cmd, int argc, char **argv);
 int cmd_logs(const struct cli_command *cmd, int argc, char **argv);
-int cmd_supervise(const struct cli_command *cmd, int argc, char **argv);
 void help_simple(const struct cli_command *cmd);
 
 #endif

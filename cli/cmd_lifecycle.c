@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Named sandboxes: create (through sandbox_create from cmd_sandbox.c), exec,
- * ls, stop, start, rm, logs, and the hidden __supervise the supervisor runs.
+ * ls, stop, start, rm, logs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "error.h"
 #include "lifecycle.h"
 #include "sandbox.h"
 #include "session.h"
@@ -47,8 +48,33 @@ static void check_name(const char *cmd, const char *name)
  * it is nobody's zombie), and wait for it to say the agent answered.
  * Returns 0, or -1 with the supervisor's error in err.
  */
+int cli_supervisor_path(char *buf, size_t len, struct msb_error *err)
+{
+	/* Next to msb (the build tree), else where it is installed. */
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(buf, len, "%s/msb-supervisor", self);
+			if (access(buf, X_OK) == 0)
+				return 0;
+		}
+	}
+	snprintf(buf, len, "%s/msb-supervisor", MSB_LIBEXEC_DIR);
+	if (access(buf, X_OK) == 0)
+		return 0;
+	return msb_error_errno(err, -errno, "the monitor program '%s' (is msb installed whole?)",
+			       buf);
+}
+
 int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct msb_error *err)
 {
+	char sup[PATH_MAX];
+	if (cli_supervisor_path(sup, sizeof(sup), err) < 0)
+		return -1;
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return msb_error_set(err, -errno, "pipe: %s", strerror(errno)), -1;
@@ -74,8 +100,8 @@ int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct ms
 		char fdstr[16];
 		snprintf(fdstr, sizeof(fdstr), "%d", w);
 		setenv("MSB_HOME", st->home, 1);
-		char *argv[] = {"msb", "__supervise", (char *)name, fdstr, NULL};
-		execv("/proc/self/exe", argv);
+		char *argv[] = {"msb-supervisor", "serve", (char *)name, fdstr, NULL};
+		execv(sup, argv);
 		dprintf(w, "cannot start the supervisor: %s\n", strerror(errno));
 		_exit(127);
 	}
@@ -94,20 +120,6 @@ int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct ms
 	msb_error_set(err, -EIO, "%s",
 		      n ? buf : "the supervisor died while booting (see msb logs)");
 	return -1;
-}
-
-int cmd_supervise(const struct cli_command *cmd, int argc, char **argv)
-{
-	(void)cmd;
-	if (argc != 2)
-		die(EXIT_USAGE, "__supervise: internal command");
-	struct msb_state st;
-	open_state(&st, "supervise");
-	char *home = strdup(st.home);
-	msb_state_close(&st);
-	int status = msb_supervise(home, argv[0], atoi(argv[1]), MSB_BUILD_ROOT);
-	free(home);
-	return status;
 }
 
 /* Parse "-e/-w/-u" and "--" for exec. */
@@ -167,7 +179,7 @@ int cmd_exec(const struct cli_command *cmd, int argc, char **argv)
 		.envc = (uint32_t)nenv,
 		.envp = env,
 	};
-	int status = cli_session_run(c, &req, "exec", &err);
+	int status = cli_session_run(c, &req, "exec", -1, &err);
 	if (status < 0 || err.msg[0])
 		fprintf(stderr, "msb: %s\n", err.msg);
 	msb_agent_client_free(c);

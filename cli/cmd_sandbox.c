@@ -17,11 +17,14 @@
 #include "cli.h"
 #include "host.h"
 #include "lifecycle.h"
+#include "image-root.h"
 #include "modules.h"
+#include "pull.h"
+#include "ref.h"
+#include "rootfs.h"
 #include "spec.h"
 #include "suggest.h"
 #include "sandbox.h"
-#include "session.h"
 #include "state.h"
 
 struct sandbox_args {
@@ -29,6 +32,7 @@ struct sandbox_args {
 	int dry_run;
 	int json;
 	int is_run;
+	struct msb_pull_opts pull; /* how to get the image: not part of the sandbox's spec */
 };
 
 void help_sandbox(const struct cli_command *cmd)
@@ -45,6 +49,12 @@ void help_sandbox(const struct cli_command *cmd)
 		printf("  %-40s %s%s\n", left, o->help,
 		       o->arg == MSB_OPT_REPEAT ? " (repeatable)" : "");
 	}
+	printf("  %-40s %s\n  %-40s %s\n  %-40s %s\n  %-40s %s\n",
+	       "    --pull always|if-missing|never",
+	       "when to pull the image (default if-missing: use the pinned digest)",
+	       "    --ca-certs PATH",
+	       "also trust these CAs (PEM file or directory) for the registry", "    --insecure",
+	       "allow a plain-HTTP registry", "-q, --quiet", "no pull progress");
 	printf("  %-40s %s\n  %-40s %s\n", "    --dry-run",
 	       "validate and print the spec; create nothing", "    --json",
 	       "with --dry-run: print the spec as JSON");
@@ -73,6 +83,10 @@ __attribute__((noreturn)) static void unknown_option(const char *arg)
 	}
 	names[n++] = "--dry-run";
 	names[n++] = "--json";
+	names[n++] = "--pull";
+	names[n++] = "--ca-certs";
+	names[n++] = "--insecure";
+	names[n++] = "--quiet";
 	names[n] = NULL;
 	char word[64];
 	snprintf(word, sizeof(word), "%.*s", (int)strcspn(arg, "="), arg);
@@ -87,6 +101,47 @@ static void apply(struct msb_spec *spec, const char *name, const char *value)
 	struct msb_error err = MSB_ERROR_INIT;
 	if (msb_spec_set(spec, name, value, &err) < 0)
 		die_input(&err);
+}
+
+/* --pull, --ca-certs, --insecure, -q: how to get the image.  1 if argv[*i] was one. */
+static int pull_option(struct sandbox_args *a, int argc, char **argv, int *i)
+{
+	const char *arg = argv[*i], *v = NULL;
+	size_t l = strcspn(arg, "=");
+	if (!strcmp(arg, "--insecure")) {
+		a->pull.insecure = 1;
+		return 1;
+	}
+	if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
+		a->pull.quiet = 1;
+		return 1;
+	}
+	int is_pull = l == 6 && !strncmp(arg, "--pull", 6);
+	int is_ca = l == 10 && !strncmp(arg, "--ca-certs", 10);
+	if (!is_pull && !is_ca)
+		return 0;
+	if (arg[l] == '=')
+		v = arg + l + 1;
+	else if (*i + 1 < argc)
+		v = argv[++*i];
+	else
+		die(EXIT_USAGE, "%.*s needs a value (expected %s)", (int)l, arg,
+		    is_pull ? "always, if-missing or never" : "a PEM file or a directory");
+	if (is_ca) {
+		if (access(v, R_OK) != 0)
+			die(EXIT_USAGE, "--ca-certs '%s': %s (expected a PEM file or a directory)",
+			    v, strerror(errno));
+		a->pull.ca_certs = v;
+	} else if (!strcmp(v, "always")) {
+		a->pull.policy = MSB_PULL_ALWAYS;
+	} else if (!strcmp(v, "if-missing") || !strcmp(v, "missing")) {
+		a->pull.policy = MSB_PULL_MISSING;
+	} else if (!strcmp(v, "never")) {
+		a->pull.policy = MSB_PULL_NEVER;
+	} else {
+		die(EXIT_USAGE, "--pull '%s': expected always, if-missing or never", v);
+	}
+	return 1;
 }
 
 static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, char **argv)
@@ -117,6 +172,8 @@ static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, ch
 			a->json = 1;
 			continue;
 		}
+		if (pull_option(a, argc, argv, &i))
+			continue;
 		const struct msb_spec_option *o = NULL;
 		const char *value = NULL;
 		if (arg[0] == '-' && arg[1] == '-') {
@@ -236,15 +293,6 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 /* msb's own failures in run and exec, apart from the command's statuses. */
 #define EXIT_RUN_FAILED 125
 
-static int boot_timeout_ms(void)
-{
-	const char *t = getenv("MSB_BOOT_TIMEOUT");
-	uint64_t ms;
-	if (t && msb_parse_duration(t, &ms, NULL) == 0 && ms > 0 && ms < 3600000)
-		return (int)ms;
-	return 120000;
-}
-
 static void random_name(char *buf, size_t len)
 {
 	unsigned char r[4] = {0};
@@ -253,18 +301,35 @@ static void random_name(char *buf, size_t len)
 	snprintf(buf, len, "run-%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
 }
 
+/* The sandbox's disks, from its --rootfs tree or its image. */
+static int prepare(struct msb_state *st, const char *name, struct msb_spec *spec,
+		   const struct msb_pull_opts *pull, struct msb_error *err)
+{
+	if (spec->rootfs)
+		return msb_rootfs_prepare(st, name, spec, err);
+	return msb_image_prepare(st, name, spec, pull, err);
+}
+
 /*
- * msb run: create the sandbox's state, boot it, run the command attached to
- * our stdio, stop it.  Without --name it is ephemeral: its state goes too.
+ * msb run: make the sandbox's state and disks here, then become its monitor:
+ * exec msb-supervisor, which boots the VM, runs the command attached to our
+ * stdio and signals, stops it, and (without --name) removes its state.  The
+ * VM runs in a process that never loaded the image code.
  */
-static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_SLOT_COUNT])
+static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull,
+		       const struct msb_module *mods[MSB_SLOT_COUNT])
 {
 	struct msb_error err = MSB_ERROR_INIT;
-	if (!spec->ncommand)
+	if (!spec->ncommand && spec->rootfs)
 		die(EXIT_USAGE, "run: no command given (expected -- COMMAND [ARG...])");
 	struct msb_assets assets;
 	if (msb_assets_find(spec, MSB_BUILD_ROOT, &assets, &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
+	msb_assets_free(&assets);
+	char sup[PATH_MAX];
+	if (cli_supervisor_path(sup, sizeof(sup), &err) < 0)
+		die(EXIT_RUN_FAILED, "run: %s", err.msg);
+	(void)mods;
 	struct msb_state st;
 	if (msb_state_open(NULL, &st, &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
@@ -278,48 +343,26 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
 	if (!json || msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", json ? err.msg : "out of memory");
 	msb_free(json);
-	/* This process hosts the VM: say so, so a crash of it can be reaped. */
+	/* This process hosts the VM (after the exec, too): a crash of it can be reaped. */
 	char owner[32];
 	int ol = snprintf(owner, sizeof(owner), "%ld\n", (long)getpid());
 	if (msb_state_write(&st, name, "owner.pid", owner, (size_t)ol, &err) < 0 ||
-	    (ephemeral && msb_state_write(&st, name, "ephemeral", "", 0, &err) < 0))
+	    (ephemeral && msb_state_write(&st, name, "ephemeral", "", 0, &err) < 0) ||
+	    prepare(&st, name, spec, pull, &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
-	char dir[PATH_MAX], images[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", st.home, name);
-	snprintf(images, sizeof(images), "%s/images", st.home);
-
-	struct msb_sandbox sb;
-	int status = EXIT_RUN_FAILED;
-	if (msb_sandbox_boot(&sb, spec, mods[MSB_SLOT_HV], &assets, dir, images, &cli_session_ops,
-			     NULL, boot_timeout_ms(), &err) < 0) {
-		fprintf(stderr, "msb: run: %s\n", err.msg);
-	} else {
-		struct msb_agent_exec req = {
-			.user = spec->user ? spec->user : "",
-			.cwd = spec->workdir ? spec->workdir : "",
-			.argc = (uint32_t)spec->ncommand,
-			.argv = (const char **)spec->command,
-			.envc = (uint32_t)spec->nenv,
-			.envp = (const char **)spec->env,
-		};
-		status = cli_session_run(sb.agent, &req, "run", &err);
-		if (status < 0 || err.msg[0]) {
-			char why[300];
-			const char *vm = msb_sandbox_exit_reason(&sb, why, sizeof(why));
-			fprintf(stderr, "msb: %s%s%s%s\n", err.msg, vm ? " (the VM ended: " : "",
-				vm ? vm : "", vm ? ")" : "");
-			if (status < 0)
-				status = EXIT_RUN_FAILED;
-		}
-		msb_sandbox_stop(&sb, 10000);
+		goto fail;
 	}
-	msb_assets_free(&assets);
+	fflush(NULL);
+	char *argv[] = {"msb-supervisor", "run", name, NULL};
+	execv(sup, argv);
+	fprintf(stderr, "msb: run: cannot start %s: %s\n", sup, strerror(errno));
+fail:
 	if (!ephemeral)
 		msb_state_write(&st, name, "owner.pid", "", 0, &err);
-	if (ephemeral && msb_state_sandbox_remove(&st, name, &err) < 0)
+	else if (msb_state_sandbox_remove(&st, name, &err) < 0)
 		fprintf(stderr, "msb: run: cleaning up: %s\n", err.msg);
 	msb_state_close(&st);
-	return status;
+	return EXIT_RUN_FAILED;
 }
 
 /*
@@ -327,7 +370,8 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_
  * the guest agent answered.  If the boot fails the state goes again: nothing
  * half-made is left.
  */
-static int create_sandbox(struct msb_spec *spec, const struct msb_module *mods[MSB_SLOT_COUNT])
+static int create_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull,
+			  const struct msb_module *mods[MSB_SLOT_COUNT])
 {
 	struct msb_error err = MSB_ERROR_INIT;
 	/* Ask the hypervisor module first: a machine without KVM is told so before
@@ -352,7 +396,7 @@ static int create_sandbox(struct msb_spec *spec, const struct msb_module *mods[M
 	if (msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(1, "create: %s", err.msg);
 	msb_free(json);
-	if (cli_spawn_supervisor(&st, name, &err) < 0) {
+	if (prepare(&st, name, spec, pull, &err) < 0 || cli_spawn_supervisor(&st, name, &err) < 0) {
 		struct msb_error e2 = MSB_ERROR_INIT;
 		msb_state_sandbox_remove(&st, name, &e2);
 		die(1, "create: %s (nothing was created)", err.msg);
@@ -373,6 +417,12 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	struct msb_error err = MSB_ERROR_INIT;
 	if (msb_spec_validate(a.spec, &err) < 0)
 		die_input(&err);
+	if (a.spec->image && !a.spec->rootfs) {
+		struct msb_image_ref ref;
+		if (msb_image_ref_parse(a.spec->image, &ref, &err) < 0)
+			die_input(&err);
+		msb_image_ref_free(&ref);
+	}
 	struct msb_registry reg = {0};
 	cli_load_registry(&reg, 1);
 	const struct msb_module *mods[MSB_SLOT_COUNT] = {0};
@@ -395,9 +445,9 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	}
 	int status;
 	if (a.is_run)
-		status = run_sandbox(a.spec, mods);
+		status = run_sandbox(a.spec, &a.pull, mods);
 	else
-		status = create_sandbox(a.spec, mods);
+		status = create_sandbox(a.spec, &a.pull, mods);
 	msb_registry_free(&reg);
 	msb_spec_free(a.spec);
 	return status;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "image.h"
 #include "suggest.h"
 
 static const struct cli_command commands[] = {
@@ -25,6 +26,12 @@ static const struct cli_command commands[] = {
 	{"rm", "[-f] NAME...", "remove sandboxes (-f: stop running ones first)", cmd_rm,
 	 help_simple},
 	{"logs", "NAME", "print a sandbox's console and supervisor logs", cmd_logs, help_simple},
+	{"image", "COMMAND ...", "manage images: pull, ls, inspect, rm, prune, load, save",
+	 cmd_image, help_image},
+	{"pull", "REFERENCE [OPTIONS]", "pull an image (short for msb image pull)", cmd_pull,
+	 help_pull},
+	{"registry", "login|logout REGISTRY ...", "store or forget a registry's credentials",
+	 cmd_registry, help_registry},
 	{"plugins", "[--json]", "list the modules found, loaded and refused, and why", cmd_plugins,
 	 help_plugins},
 	{"version", "", "print msb's version and plugin ABI", cmd_version, help_simple},
@@ -82,12 +89,12 @@ int main(int argc, char **argv)
 	if (!strcmp(name, "--version"))
 		name = "version";
 	/* The supervisor: not a user command, so not in the table or --help. */
-	if (!strcmp(name, "__supervise"))
-		return cmd_supervise(NULL, argc - 2, argv + 2);
 	for (const struct cli_command *c = commands; c->name; c++) {
 		if (strcmp(c->name, name) != 0)
 			continue;
-		for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+		/* Commands with subcommands answer --help for each of them. */
+		int nested = !strcmp(c->name, "image") || !strcmp(c->name, "registry");
+		for (int i = 2; i < argc && strcmp(argv[i], "--") && !(nested && i > 2); i++)
 			if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 				c->help(c);
 				return 0;

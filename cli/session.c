@@ -45,7 +45,7 @@ const struct msb_agent_client_ops cli_session_ops = {
 };
 
 int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req, const char *what,
-		    struct msb_error *err)
+		    int vm_exit_fd, struct msb_error *err)
 {
 	struct attach a = {{0}};
 	struct msb_agent_exec r = *req;
@@ -67,7 +67,7 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 
 	struct msb_agent_status st;
-	int stdin_open = forward_stdin;
+	int stdin_open = forward_stdin, vm_ended = 0;
 	for (;;) {
 		int ended = msb_agent_client_ended(c, session, &st);
 		if (ended == 1)
@@ -76,9 +76,13 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 			msb_error_set(err, ended, "%s: the session vanished", what);
 			return -1;
 		}
-		struct pollfd extra[2];
+		struct pollfd extra[3];
 		size_t n = 0;
-		int in_idx = -1, sig_idx = -1;
+		int in_idx = -1, sig_idx = -1, vm_idx = -1;
+		if (vm_exit_fd >= 0) {
+			vm_idx = (int)n;
+			extra[n++] = (struct pollfd){.fd = vm_exit_fd, .events = POLLIN};
+		}
 		if (stdin_open && msb_agent_client_stdin_room(c, session) > 0) {
 			in_idx = (int)n;
 			extra[n++] = (struct pollfd){.fd = 0, .events = POLLIN};
@@ -90,6 +94,13 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 		rc = msb_agent_client_pump(c, -1, extra, n, err);
 		if (rc < 0)
 			return msb_error_prefix(err, "%s: ", what), -1;
+		if (vm_idx >= 0 && extra[vm_idx].revents) {
+			/* The guest powered off, rebooted or died under the command. */
+			msb_error_set(err, -ECHILD, "%s: the VM ended before the command did",
+				      what);
+			vm_ended = 1;
+			break;
+		}
 		if (in_idx >= 0 && extra[in_idx].revents) {
 			char buf[65536];
 			size_t room = msb_agent_client_stdin_room(c, session);
@@ -113,6 +124,8 @@ int cli_session_run(struct msb_agent_client *c, const struct msb_agent_exec *req
 	if (sfd >= 0)
 		close(sfd);
 	sigprocmask(SIG_UNBLOCK, &sigs, NULL);
+	if (vm_ended)
+		return -1;
 	if (st.failed) {
 		msb_error_set(err, -st.errnum, "%s: cannot run %s: %s", what, req->argv[0],
 			      st.message[0] ? st.message : strerror(st.errnum));

@@ -145,8 +145,17 @@ static int host_thread_create(const struct msb_host *h, int thread_class, const 
 	ts->arg = arg;
 	ts->thread_class = thread_class;
 	snprintf(ts->name, sizeof(ts->name), "%s", name ? name : "msb-module");
+	/*
+	 * Small stacks: module threads run loops, not deep recursions, and a
+	 * stack under 2 MiB is never backed by a transparent huge page (a
+	 * default 8 MiB one can cost 2 MiB of RSS at once).
+	 */
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, MSB_PLUGIN_THREAD_STACK);
 	pthread_t t;
-	int r = pthread_create(&t, NULL, thread_trampoline, ts);
+	int r = pthread_create(&t, &attr, thread_trampoline, ts);
+	pthread_attr_destroy(&attr);
 	if (r) {
 		free(ts);
 		return -r;

@@ -12,7 +12,6 @@
 
 #include "config.h"
 #include "error.h"
-#include "rootfs.h"
 
 static char *first_existing(const char *const *candidates)
 {
@@ -26,8 +25,9 @@ int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct 
 		    struct msb_error *err)
 {
 	memset(a, 0, sizeof(*a));
-	char bk[PATH_MAX] = "", bi[PATH_MAX] = "";
+	char bv[PATH_MAX] = "", bk[PATH_MAX] = "", bi[PATH_MAX] = "";
 	if (build_root) {
+		snprintf(bv, sizeof(bv), "%s/guest/vmlinux", build_root);
 		snprintf(bk, sizeof(bk), "%s/guest/bzImage", build_root);
 		snprintf(bi, sizeof(bi), "%s/guest/initramfs.cpio", build_root);
 	}
@@ -35,8 +35,10 @@ int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct 
 	if (spec->kernel) {
 		a->kernel = strdup(spec->kernel);
 	} else {
-		const char *const ks[] = {env_k ? env_k : "", cfg_k ? cfg_k : "", bk,
-					  MSB_ASSET_DIR "/bzImage", NULL};
+		/* The uncompressed vmlinux first: the guest skips its decompressor. */
+		const char *const ks[] = {
+			env_k ? env_k : "",	  cfg_k ? cfg_k : "",	    bv,	 bk,
+			MSB_ASSET_DIR "/vmlinux", MSB_ASSET_DIR "/bzImage", NULL};
 		a->kernel = first_existing(ks);
 		if (!a->kernel)
 			return msb_error_set(
@@ -98,53 +100,73 @@ static void console_tail(const char *path, char *out, size_t len)
 	snprintf(out, len, "%s", last);
 }
 
-int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
-		     const struct msb_module *hv, const struct msb_assets *assets,
-		     const char *state_dir, const char *images_dir,
-		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-		     struct msb_error *err)
+int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *err)
 {
-	memset(sb, 0, sizeof(*sb));
-	sb->agent_fd = -1;
-	sb->hv_module = hv;
-	int r;
-	sb->state_dir = strdup(state_dir);
-	if (!sb->state_dir || asprintf(&sb->upper, "%s/upper.ext4", state_dir) < 0 ||
-	    asprintf(&sb->console_log, "%s/console.log", state_dir) < 0) {
-		r = msb_error_set(err, -ENOMEM, "out of memory");
-		goto fail;
-	}
 	/*
 	 * Options whose modules are not built yet are refused, not ignored: a
 	 * sandbox must never silently lack a share or a secret it was promised.
 	 * (Network rules are not refused: without the network module the guest
 	 * has no network device at all, which is stricter than any rule.)
 	 */
-	if (spec->nvolumes || spec->nsecrets || spec->npublish) {
-		r = msb_error_set(err, -ENOTSUP,
-				  "%s not supported yet (the %s module is not built); nothing was "
-				  "started",
-				  spec->nvolumes   ? "--volume is"
-				  : spec->nsecrets ? "--secret is"
-						   : "--publish is",
-				  spec->nvolumes   ? "storage"
-				  : spec->nsecrets ? "secrets"
-						   : "network");
+	if (spec->nvolumes || spec->nsecrets || spec->npublish)
+		return msb_error_set(
+			err, -ENOTSUP,
+			"%s not supported yet (the %s module is not built); nothing was "
+			"started",
+			spec->nvolumes	 ? "--volume is"
+			: spec->nsecrets ? "--secret is"
+					 : "--publish is",
+			spec->nvolumes	 ? "storage"
+			: spec->nsecrets ? "secrets"
+					 : "network");
+	return 0;
+}
+
+/* The root image msb_rootfs_prepare recorded: a path, one line. */
+static int read_root_image(const char *state_dir, char **path, struct msb_error *err)
+{
+	char file[PATH_MAX], buf[PATH_MAX + 2];
+	snprintf(file, sizeof(file), "%s/" MSB_ROOT_IMAGE_FILE, state_dir);
+	FILE *f = fopen(file, "re");
+	if (!f)
+		return msb_error_errno(err, -errno, "the sandbox's root image record '%s'", file);
+	int ok = fgets(buf, sizeof(buf), f) != NULL;
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!ok || buf[0] != '/')
+		return msb_error_set(err, -EINVAL,
+				     "the sandbox's root image record '%s' is malformed (expected "
+				     "an absolute path)",
+				     file);
+	if (access(buf, R_OK) != 0)
+		return msb_error_errno(err, -errno,
+				       "the sandbox's root image '%s' (was it removed?)", buf);
+	*path = strdup(buf);
+	return *path ? 0 : msb_error_set(err, -ENOMEM, "out of memory");
+}
+
+int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
+		     const struct msb_module *hv, const struct msb_assets *assets,
+		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
+		     int timeout_ms, struct msb_error *err)
+{
+	memset(sb, 0, sizeof(*sb));
+	sb->agent_fd = -1;
+	sb->hv_module = hv;
+	int r;
+	sb->state_dir = strdup(state_dir);
+	if (!sb->state_dir || asprintf(&sb->upper, "%s/" MSB_UPPER_FILE, state_dir) < 0 ||
+	    asprintf(&sb->console_log, "%s/console.log", state_dir) < 0) {
+		r = msb_error_set(err, -ENOMEM, "out of memory");
 		goto fail;
 	}
-	if (!spec->rootfs) {
-		/* Images come with the OCI issue; until then a tree is the root. */
-		r = msb_error_set(err, -ENOTSUP,
-				  "image '%s': pulling images is not supported yet (expected "
-				  "--rootfs DIR)",
-				  spec->image);
+	if ((r = msb_sandbox_check_supported(spec, err)) < 0 ||
+	    (r = read_root_image(state_dir, &sb->root_image, err)) < 0)
+		goto fail;
+	if (access(sb->upper, R_OK | W_OK) != 0) {
+		r = msb_error_errno(err, -errno, "the sandbox's upper disk '%s'", sb->upper);
 		goto fail;
 	}
-	if ((r = msb_rootfs_image(spec->rootfs, images_dir, &sb->root_image, err)) < 0)
-		goto fail;
-	if (access(sb->upper, F_OK) != 0 &&
-	    (r = msb_rootfs_upper(sb->upper, MSB_UPPER_SIZE, err)) < 0)
-		goto fail;
 
 	char *json = msb_spec_to_json(spec, 0);
 	if (!json) {

@@ -22,12 +22,22 @@ struct msb_assets {
 
 /*
  * Find the kernel (spec --kernel, MSB_KERNEL, config `kernel`, the build
- * tree's guest/bzImage, the installed one) and the initramfs (MSB_INITRAMFS,
+ * tree's guest/vmlinux or guest/bzImage, the installed ones) and the initramfs (MSB_INITRAMFS,
  * the build tree, the installed one).  Errors say how to get them.
  */
 int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct msb_assets *a,
 		    struct msb_error *err);
 void msb_assets_free(struct msb_assets *a);
+
+/* Files of a sandbox's state directory that hold its disks. */
+#define MSB_ROOT_IMAGE_FILE "root.image" /* the shared root image's path, one line */
+#define MSB_UPPER_FILE	    "upper.ext4"
+
+/*
+ * Refuse options whose modules are not built yet (-ENOTSUP, one line): a sandbox never silently
+ * lacks what it was promised.
+ */
+int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *err);
 
 struct msb_sandbox {
 	const struct msb_module *hv_module;
@@ -41,16 +51,15 @@ struct msb_sandbox {
 };
 
 /*
- * Boot the sandbox whose state directory is state_dir (it holds the upper
- * disk, created on first boot, and the console log) and wait until its agent
+ * Boot the sandbox whose state directory is state_dir (it holds the disks
+ * msb_rootfs_prepare made, and the console log) and wait until its agent
  * said HELLO (timeout_ms).  On failure everything made is undone and err says
  * why — with the guest's last words when its kernel panicked.
  */
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		     const struct msb_module *hv, const struct msb_assets *assets,
-		     const char *state_dir, const char *images_dir,
-		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-		     struct msb_error *err);
+		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
+		     int timeout_ms, struct msb_error *err);
 /*
  * Orderly stop: the agent syncs and powers off; then the VM is torn down
  * (killed after timeout_ms).  Safe on a half-booted sandbox.

@@ -277,6 +277,30 @@ static void handle_exec(struct sup *s, struct ctl_conn *c, uint32_t sid, const u
 		send_error(s, c, sid, EPROTO, "malformed exec request");
 		return;
 	}
+	/*
+	 * The sandbox's defaults (its -e/-w/-u, or its image's Env, WorkingDir
+	 * and User) apply to every exec that does not set its own.
+	 */
+	static const char *merged[MSB_AGENT_ENV_MAX + 1];
+	uint32_t nm = 0;
+	for (uint32_t i = 0; i < req.envc && nm < MSB_AGENT_ENV_MAX; i++)
+		merged[nm++] = req.envp[i];
+	for (size_t i = 0; i < s->spec->nenv && nm < MSB_AGENT_ENV_MAX; i++) {
+		const char *kv = s->spec->env[i];
+		size_t kl = strcspn(kv, "=");
+		bool set = false;
+		for (uint32_t j = 0; j < req.envc && !set; j++)
+			set = !strncmp(req.envp[j], kv, kl) && req.envp[j][kl] == '=';
+		if (!set)
+			merged[nm++] = kv;
+	}
+	merged[nm] = NULL;
+	req.envp = merged;
+	req.envc = nm;
+	if (!req.user[0] && s->spec->user)
+		req.user = s->spec->user;
+	if (!req.cwd[0] && s->spec->workdir)
+		req.cwd = s->spec->workdir;
 	*x = (struct ctl_session){.used = true, .conn = c, .cli_sid = sid};
 	if (req.flags & MSB_AGENT_EXEC_STDIN) {
 		x->stdin_buf = malloc(MSB_AGENT_WINDOW_INITIAL);
@@ -514,7 +538,7 @@ pid_t msb_supervisor_pid(const char *home, const char *name)
 				if (!cmd[i])
 					cmd[i] = ' ';
 			char want[128];
-			snprintf(want, sizeof(want), " __supervise %s ", name);
+			snprintf(want, sizeof(want), "msb-supervisor serve %s ", name);
 			if (strstr(cmd, want))
 				return (pid_t)pid;
 		}
@@ -645,52 +669,71 @@ static int serve(struct sup *s)
 	}
 }
 
+int msb_sandbox_load(const char *home, const char *name, const char *build_root,
+		     struct msb_loaded *l, struct msb_error *err)
+{
+	memset(l, 0, sizeof(*l));
+	if (sandbox_dir(home, name, l->dir, sizeof(l->dir)) < 0)
+		return msb_error_set(err, -EINVAL, "bad sandbox name '%s'", name);
+	struct msb_state st;
+	char *json = NULL;
+	size_t jlen = 0;
+	int r = msb_state_open(home, &st, err);
+	if (r == 0) {
+		r = msb_state_read(&st, name, "spec.json", &json, &jlen, err);
+		msb_state_close(&st);
+	}
+	if (r == 0)
+		r = msb_spec_from_json(json, jlen, &l->spec, err);
+	free(json);
+	if (r == 0 && (r = msb_config_load(err)) == 0 &&
+	    (r = msb_registry_default_path(&l->reg, build_root, err)) == 0)
+		r = msb_registry_scan(&l->reg, err);
+	if (r == 0 && !(l->hv = msb_registry_find(&l->reg, MSB_PLUGIN_HV,
+						  msb_spec_module(l->spec, MSB_SLOT_HV))))
+		r = msb_error_set(err, -ENOENT, "hypervisor module '%s' not found",
+				  msb_spec_module(l->spec, MSB_SLOT_HV));
+	if (r == 0)
+		r = msb_assets_find(l->spec, build_root, &l->assets, err);
+	if (r < 0)
+		msb_sandbox_unload(l);
+	return r;
+}
+
+void msb_sandbox_unload(struct msb_loaded *l)
+{
+	msb_assets_free(&l->assets);
+	msb_registry_free(&l->reg);
+	msb_spec_free(l->spec);
+	l->spec = NULL;
+	l->hv = NULL;
+}
+
 int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root)
 {
 	struct msb_error err = MSB_ERROR_INIT;
-	char dir[PATH_MAX], msg[MSB_ERROR_MSG_MAX + 2];
+	char msg[MSB_ERROR_MSG_MAX + 2];
 	struct sup *s = calloc(1, sizeof(*s));
 	int dfd = -1, status = 1;
-	struct msb_assets assets = {0};
-	struct msb_registry reg = {0};
-	if (!s || sandbox_dir(home, name, dir, sizeof(dir)) < 0) {
-		ready(ready_fd, "bad sandbox\n");
-		free(s);
+	struct msb_loaded l;
+	if (!s) {
+		ready(ready_fd, "out of memory\n");
 		return 1;
 	}
 	s->listen_fd = s->stop_fd = -1;
 	for (size_t i = 0; i < MSB_CONTROL_CONNS_MAX; i++)
 		s->conns[i].fd = -1;
 	signal(SIGPIPE, SIG_IGN);
-	struct msb_state st;
-	char *json = NULL;
-	size_t jlen = 0;
-	int r = msb_state_open(home, &st, &err);
+	int r = msb_sandbox_load(home, name, build_root, &l, &err);
+	const char *dir = l.dir;
 	if (r == 0) {
-		r = msb_state_read(&st, name, "spec.json", &json, &jlen, &err);
-		msb_state_close(&st);
-	}
-	if (r == 0)
-		r = msb_spec_from_json(json, jlen, &s->spec, &err);
-	free(json);
-	if (r == 0 && (r = msb_config_load(&err)) == 0 &&
-	    (r = msb_registry_default_path(&reg, build_root, &err)) == 0)
-		r = msb_registry_scan(&reg, &err);
-	const struct msb_module *hv = NULL;
-	if (r == 0 &&
-	    !(hv = msb_registry_find(&reg, MSB_PLUGIN_HV, msb_spec_module(s->spec, MSB_SLOT_HV))))
-		r = msb_error_set(&err, -ENOENT, "hypervisor module '%s' not found",
-				  msb_spec_module(s->spec, MSB_SLOT_HV));
-	if (r == 0)
-		r = msb_assets_find(s->spec, build_root, &assets, &err);
-	char images[PATH_MAX];
-	snprintf(images, sizeof(images), "%s/images", home);
-	if (r == 0)
-		r = msb_sandbox_boot(&s->sb, s->spec, hv, &assets, dir, images, &sup_ops, s,
+		s->spec = l.spec;
+		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, &l.assets, dir, &sup_ops, s,
 				     s->spec->max_duration_ms && s->spec->max_duration_ms < 120000
 					     ? (int)s->spec->max_duration_ms
 					     : 120000,
 				     &err);
+	}
 	if (r == 0) {
 		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		r = dfd < 0 ? msb_error_errno(&err, -errno, "sandbox directory") : 0;
@@ -743,9 +786,7 @@ out:
 			free(s->conns[i].sq);
 		}
 	msb_sandbox_stop(&s->sb, 0);
-	msb_assets_free(&assets);
-	msb_registry_free(&reg);
-	msb_spec_free(s->spec);
+	msb_sandbox_unload(&l);
 	free(s);
 	return status;
 }

@@ -12,7 +12,13 @@
 
 #include <sys/types.h>
 
+#include <limits.h>
+
 #include <msb/msb-error.h>
+
+#include "registry.h"
+#include "sandbox.h"
+#include "spec.h"
 
 #define MSB_CONTROL_SOCKET "control.sock"
 #define MSB_SUPERVISOR_PID "supervisor.pid"
@@ -28,6 +34,19 @@
  * status for the process.
  */
 int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root);
+
+/* What a monitor process needs to boot sandbox `name`. */
+struct msb_loaded {
+	char dir[PATH_MAX]; /* its state directory */
+	struct msb_spec *spec;
+	struct msb_registry reg;
+	const struct msb_module *hv;
+	struct msb_assets assets;
+};
+/* Read the sandbox's spec, load the modules it names, find kernel and initramfs. */
+int msb_sandbox_load(const char *home, const char *name, const char *build_root,
+		     struct msb_loaded *l, struct msb_error *err);
+void msb_sandbox_unload(struct msb_loaded *l);
 
 /*
  * The supervisor's pid if sandbox `name` is running (its pid file names a

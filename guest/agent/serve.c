@@ -713,6 +713,13 @@ int msb_guest_serve(const struct msb_guest_serve_opts *o)
 	 * SIGPIPE ignored, so a closed pipe is an EPIPE, not our death. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
+	if (o->pid1) {
+		/* What busybox's (and sysvinit's) reboot, halt and poweroff send
+		 * init: a guest user's own shutdown goes the orderly way. */
+		sigaddset(&chld, SIGTERM);
+		sigaddset(&chld, SIGUSR1);
+		sigaddset(&chld, SIGUSR2);
+	}
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	g.sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -803,8 +810,12 @@ int msb_guest_serve(const struct msb_guest_serve_opts *o)
 			switch (what[i].role) {
 			case ROLE_SIGNAL: {
 				struct signalfd_siginfo si;
-				while (read(g.sigfd, &si, sizeof(si)) > 0)
-					;
+				while (read(g.sigfd, &si, sizeof(si)) == sizeof(si)) {
+					if (si.ssi_signo == SIGTERM)
+						start_shutdown(MSB_AGENT_REBOOT);
+					else if (si.ssi_signo == SIGUSR1 || si.ssi_signo == SIGUSR2)
+						start_shutdown(MSB_AGENT_POWEROFF);
+				}
 				reap();
 				break;
 			}

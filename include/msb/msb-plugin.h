@@ -47,6 +47,9 @@ extern "C" {
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
 
+/* Stack size of threads made with host->thread_create(). */
+#define MSB_PLUGIN_THREAD_STACK (256u << 10)
+
 /* The one symbol a module exports. */
 #define MSB_PLUGIN_ENTRY_SYMBOL "msb_plugin_entry_v1"
 
@@ -145,7 +148,9 @@ struct msb_host {
 	/*
 	 * Start a thread of the given class running fn(arg).  The core names
 	 * it, blocks signals the supervisor handles, and applies the class's
-	 * confinement before fn runs.  *tid receives the pthread_t.
+	 * confinement before fn runs.  *tid receives the pthread_t.  The
+	 * thread's stack is MSB_PLUGIN_THREAD_STACK (256 KiB): keep big
+	 * buffers off it.
 	 */
 	int (*thread_create)(const struct msb_host *host, int thread_class, const char *name,
 			     void *(*fn)(void *), void *arg, unsigned long *tid);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Linux boot, the 64-bit boot protocol (Documentation/x86/boot.rst): the
- * bzImage's protected-mode part is loaded at 1 MiB, a zero page (struct
+ * bzImage's protected-mode part is loaded at 1 MiB — or an uncompressed
+ * vmlinux's segments at their physical addresses, so the guest skips the
+ * decompressor — a zero page (struct
  * boot_params) with the setup header, command line, initramfs and e820 map
  * is written at 0x7000, and the boot vCPU starts in long mode at the 64-bit
  * entry (load address + 0x200) with identity-mapped page tables and %rsi
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmlinux.h"
 #include "vm.h"
 
 #define ZERO_PAGE     0x7000
@@ -42,9 +45,11 @@
 #define BP_LOADFLAGS	     0x211
 #define BP_RAMDISK_IMAGE     0x218
 #define BP_RAMDISK_SIZE	     0x21c
+#define BP_BOOT_FLAG	     0x1fe
 #define BP_HEAP_END_PTR	     0x224
 #define BP_CMD_LINE_PTR	     0x228
 #define BP_INITRD_ADDR_MAX   0x22c
+#define BP_KERNEL_ALIGN	     0x230
 #define BP_XLOADFLAGS	     0x236
 #define BP_CMDLINE_SIZE	     0x238
 #define BP_E820_TABLE	     0x2d0
@@ -94,6 +99,57 @@ static int read_all(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
+/*
+ * vmlinux: no setup header in the file, so the zero page gets the fields a
+ * boot loader would have copied, and the vCPU starts at the ELF entry
+ * (startup_64, the decompressor's jump target).  The kernel clears its own
+ * bss (x86_64_start_kernel), and guest RAM starts zeroed anyway.
+ */
+static int load_vmlinux(struct vm *vm, int fd, const char *path, const uint8_t *hdr, size_t hlen,
+			uint64_t file_size, struct msb_error *err)
+{
+	const struct msb_host *h = vm->host;
+	struct elf_plan plan;
+	const char *why = "";
+	uint64_t ram_hi = vm->mem.regions[0].len;
+	if (ram_hi > GMEM_MMIO_START - 0x4000)
+		ram_hi = GMEM_MMIO_START - 0x4000;
+	if (elf_plan(hdr, hlen, file_size, KERNEL_LOAD, ram_hi, &plan, &why) < 0)
+		return h->error_set(h, err, -ENOEXEC,
+				    "kernel '%s': %s (expected a bzImage or an x86-64 vmlinux)",
+				    path, why);
+	/* Any x86-64 executable parses; only a kernel carries "Linux" notes. */
+	uint8_t notes[ELF_NOTES_MAX];
+	if (!plan.note_size || read_all(fd, notes, plan.note_size, (off_t)plan.note_offset) < 0 ||
+	    !elf_notes_have_owner(notes, plan.note_size, "Linux"))
+		return h->error_set(
+			h, err, -ENOEXEC,
+			"kernel '%s': an ELF file without Linux's notes is not a kernel "
+			"(expected a bzImage or an x86-64 vmlinux)",
+			path);
+	for (size_t i = 0; i < plan.nsegs; i++) {
+		const struct elf_seg *sg = &plan.segs[i];
+		uint8_t *dst = gmem_ptr(&vm->mem, sg->paddr, sg->memsz);
+		int r = dst ? read_all(fd, dst, sg->filesz, (off_t)sg->offset) : -EFAULT;
+		if (r < 0)
+			return h->error_set(h, err, r, "kernel '%s': loading a segment: %s", path,
+					    strerror(-r));
+	}
+	uint8_t *zp = gmem_ptr(&vm->mem, ZERO_PAGE, 4096);
+	memset(zp, 0, 4096);
+	zp[BP_BOOT_FLAG] = 0x55;
+	zp[BP_BOOT_FLAG + 1] = 0xaa;
+	memcpy(zp + BP_HDR_MAGIC, "HdrS", 4);
+	uint16_t ver = 0x020f;
+	memcpy(zp + BP_VERSION, &ver, 2);
+	put32(zp + BP_KERNEL_ALIGN, 0x1000000);
+	put32(zp + BP_INITRD_ADDR_MAX, 0x7fffffff);
+	zp[BP_XLOADFLAGS] = XLF_KERNEL_64;
+	vm->entry = plan.entry;
+	vm->kernel_end = plan.end;
+	return 0;
+}
+
 int boot_load_kernel(struct vm *vm, const char *path, struct msb_error *err)
 {
 	const struct msb_host *h = vm->host;
@@ -107,13 +163,24 @@ int boot_load_kernel(struct vm *vm, const char *path, struct msb_error *err)
 		r = -ENOEXEC;
 	if (r == 0)
 		r = read_all(fd, hdr, sizeof(hdr), 0);
+	if (r == 0 && elf_is_elf(hdr, sizeof(hdr))) {
+		uint8_t eh[ELF_HEADERS_READ];
+		size_t elen = st.st_size < (off_t)sizeof(eh) ? (size_t)st.st_size : sizeof(eh);
+		r = read_all(fd, eh, elen, 0);
+		if (r == 0)
+			r = load_vmlinux(vm, fd, path, eh, elen, (uint64_t)st.st_size, err);
+		else
+			h->error_set(h, err, r, "kernel '%s': %s", path, strerror(-r));
+		close(fd);
+		return r;
+	}
 	if (r == 0 && memcmp(hdr + BP_HDR_MAGIC, "HdrS", 4) != 0)
 		r = -ENOEXEC;
 	if (r < 0) {
 		close(fd);
 		return h->error_set(h, err, r,
-				    "kernel '%s' is not a bzImage (expected a Linux boot protocol "
-				    "header)",
+				    "kernel '%s' is neither a bzImage nor a vmlinux (expected a "
+				    "Linux boot protocol header or an ELF file)",
 				    path);
 	}
 	uint16_t version = get16(hdr + BP_VERSION);

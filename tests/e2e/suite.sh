@@ -46,6 +46,15 @@ check "run: exit status is the command's" 7 "$rc"
 out=$("$msb" run --rootfs "$root" -- sh -c 'echo to-err >&2; echo to-out' 2>"$work/err")
 check "run: stdout and stderr are separate" "to-out|to-err" "$out|$(cat "$work/err")"
 
+if [ -n "${MSB_E2E_BZIMAGE:-}" ]; then
+	out=$("$msb" run --rootfs "$root" --kernel "$MSB_E2E_BZIMAGE" -- echo bz 2>&1)
+	check "run: a bzImage boots too (--kernel)" "bz" "$out"
+fi
+out=$("$msb" run --rootfs "$root" --kernel "$root/bin/busybox" -- true 2>&1)
+rc=$?
+check "run: a kernel that is no kernel is refused" "125 yes" \
+	"$rc $(echo "$out" | grep -q 'is not a kernel' && echo yes)"
+
 # 2. stdin, including EOF
 out=$(printf 'line1\nline2\n' | "$msb" run --rootfs "$root" -- sh -c 'cat; echo EOF-seen')
 check "run: stdin is piped, EOF reaches the guest" "line1 line2 EOF-seen" "$(echo $out)"
@@ -55,7 +64,7 @@ n=$("$msb" run --rootfs "$root" -- sh -c 'head -c 10000000 /dev/zero' | wc -c)
 check "run: 10 MB of output arrive whole" 10000000 "$n"
 
 # 4. resources
-out=$("$msb" run --rootfs "$root" --cpus 2 -- nproc)
+out=$("$msb" run --rootfs "$root" --cpus 2 -- nproc 2>&1)
 check "run: --cpus 2 gives 2 CPUs" 2 "$out"
 mem=$("$msb" run --rootfs "$root" --memory 256M -- sh -c "awk '/MemTotal/ {print \$2}' /proc/meminfo")
 if [ -n "$mem" ] && [ "$mem" -gt 150000 ] && [ "$mem" -le 262144 ]; then
@@ -80,7 +89,7 @@ check "ls: the sandbox is running" "running" "$("$msb" ls --json | grep -o '"sta
 # The control socket is the owner's only; guest RAM stays out of core dumps.
 check "create: the control socket is mode 0600 in a 0700 directory" "600 700" \
 	"$(stat -c %a "$MSB_HOME/sandboxes/box/control.sock") $(stat -c %a "$MSB_HOME/sandboxes/box")"
-sup=$(pgrep -f "__supervise box" | head -1)
+sup=$(pgrep -f "msb-supervisor serve box" | head -1)
 ram_flags=$(awk '/^[0-9a-f]+-[0-9a-f]+ /{m=$0} /^Size:/{sz=$2} /^VmFlags:/{if (sz == 524288) print $0}' \
 	"/proc/$sup/smaps" 2>/dev/null | head -1)
 case "$ram_flags" in
@@ -127,12 +136,26 @@ wait "$pid"
 rc=$?
 check "exec: SIGINT reaches the guest command" "got-INT 3" "$(tr '\n' ' ' <"$work/int" | sed 's/ready //; s/ $//') $rc"
 
+# 6b. the guest's own poweroff and reboot end the VM
+status() { "$msb" ls --json | grep -o '"status": "[a-z]*"' | cut -d'"' -f4; }
+wait_stopped() { for _ in $(seq 150); do [ "$(status)" = stopped ] && break; sleep 0.2; done; status; }
+"$msb" exec box -- poweroff >/dev/null 2>&1 # busybox: SIGUSR2 to init, an orderly shutdown
+check "a guest's poweroff stops the sandbox" stopped "$(wait_stopped)"
+"$msb" start box 2>"$work/err" || fail "start after a guest poweroff" "$(cat "$work/err")"
+"$msb" exec box -- reboot -f >/dev/null 2>&1 # straight to the kernel: a reset
+check "a guest's reboot -f ends the VM" stopped "$(wait_stopped)"
+"$msb" start box 2>"$work/err" || fail "start after a guest reboot" "$(cat "$work/err")"
+out=$("$msb" run --rootfs "$root" -- poweroff -f 2>&1)
+rc=$?
+check "run: a guest's poweroff -f (a halt without ACPI) ends the run with a clear error" "125 yes" \
+	"$rc $(echo "$out" | grep -q 'the VM ended before the command did.*halted' && echo yes)"
+
 # 7. stop and rm leave nothing behind
 "$msb" rm box >/dev/null 2>&1
 check "rm: refuses a running sandbox without -f" 1 "$?"
 "$msb" rm -f box
 left=$(ls "$MSB_HOME/sandboxes" | wc -l)
-procs=$(pgrep -f "__supervise box" | wc -l)
+procs=$(pgrep -f "msb-supervisor serve box" | wc -l)
 check "rm -f: no state and no supervisor left" "0 0" "$left $procs"
 
 # 8. a guest kernel panic is reported clearly
@@ -150,6 +173,35 @@ case "$out" in
 esac
 left=$(ls "$MSB_HOME/sandboxes" | wc -l)
 check "run: an ephemeral sandbox leaves no state, even when it fails" 0 "$left"
+
+# 9. OCI images (local layouts built from Debian packages: scripts/build-image)
+if [ -n "${MSB_E2E_BUSYBOX_IMAGE:-}" ]; then
+	img=localhost/e2e/busybox:1
+	"$msb" image load --tag "$img" "$MSB_E2E_BUSYBOX_IMAGE" >/dev/null 2>"$work/err" ||
+		fail "image load: an OCI layout" "$(cat "$work/err")"
+	out=$("$msb" run "$img" -- sh -c 'echo "$(pwd) $(id -un) $MSB_TEST"' 2>&1)
+	check "run IMAGE: the image's WorkingDir, User and Env apply" "/work app 1" "$out"
+	out=$("$msb" run -e MSB_TEST=2 -w / -u root "$img" -- sh -c 'echo "$(pwd) $(id -un) $MSB_TEST"' 2>&1)
+	check "run IMAGE: -e, -w and -u override the image's" "/ root 2" "$out"
+	out=$("$msb" run "$img" -- sh -c 'cat hello.txt /etc/added; ls /opt/opaque; test -e /etc/remove-me || echo gone' 2>&1)
+	check "run IMAGE: layers applied in order, whiteouts and opaque directories honoured" \
+		"hello from layer 2 added by layer 2 new gone" "$(echo $out)"
+	out=$(echo 'echo from-default-cmd' | "$msb" run "$img" 2>&1)
+	check "run IMAGE: without a command the image's Cmd runs" "from-default-cmd" "$out"
+	"$msb" create --name imgbox "$img" >/dev/null 2>"$work/err" || fail "create IMAGE" "$(cat "$work/err")"
+	out=$("$msb" exec imgbox -- sh -c 'echo "$(pwd) $(id -un) $MSB_TEST"' 2>&1)
+	check "exec in an image's sandbox: the image's defaults apply" "/work app 1" "$out"
+	"$msb" rm -f imgbox >/dev/null 2>&1
+	roots=$(ls "$MSB_HOME"/images/roots/*.erofs 2>/dev/null | wc -l)
+	check "the image's root was built once and is shared" 1 "$roots"
+fi
+if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
+	"$msb" image load --tag localhost/e2e/python:1 "$MSB_E2E_PYTHON_IMAGE" >/dev/null 2>"$work/err" ||
+		fail "image load: the python layout" "$(cat "$work/err")"
+	out=$("$msb" run localhost/e2e/python:1 -- python3 -c \
+		'import os, sys; print(os.getcwd(), os.getuid(), os.environ["MSB_TEST"], sys.version_info[0])' 2>&1)
+	check "run IMAGE -- python3 -c: the image's Env, WorkingDir and User" "/work 1000 1 3" "$out"
+fi
 
 rm -rf "$work"
 echo "e2e: $passed passed, $failed failed"

@@ -92,6 +92,15 @@ static void scan_line(struct serial *s)
 	const char *p = strstr(s->line, "Kernel panic - not syncing");
 	if (p)
 		vm_request_exit(s->vm, VM_EXIT_PANIC, p);
+	/*
+	 * Without ACPI a guest cannot switch the machine off: its poweroff and
+	 * halt end in a CPU loop after these lines (kernel/reboot.c).  The
+	 * guest could print them at will, but it may end itself anyway.
+	 */
+	else if (strstr(s->line, "reboot: Power down"))
+		vm_request_exit(s->vm, VM_EXIT_REBOOT, "the guest powered off");
+	else if (strstr(s->line, "reboot: System halted"))
+		vm_request_exit(s->vm, VM_EXIT_REBOOT, "the guest halted");
 	s->line_len = 0;
 }
 

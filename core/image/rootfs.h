@@ -33,8 +33,24 @@ int msb_tree_hash(const char *dir, char hex[65], struct msb_error *err);
  */
 int msb_rootfs_image(const char *dir, const char *images_dir, char **path, struct msb_error *err);
 
-/* Create a sparse ext4 file of `bytes` at path (mkfs.ext4). */
+/*
+ * Create a sparse, empty ext4 file of `bytes` at path: a copy of the data
+ * extents of a template formatted once per size (MSB_HOME/images/
+ * upper-<bytes>.ext4) when path is MSB_HOME/sandboxes/NAME/FILE, else
+ * mkfs.ext4 directly.
+ */
 int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err);
+
+struct msb_spec;
+struct msb_state;
+/*
+ * Make sandbox `name`'s disks before its first boot, in the CLI's process:
+ * the shared root image (built from spec->rootfs on first use), recorded in
+ * the sandbox's MSB_ROOT_IMAGE_FILE, and its empty upper disk.  The monitor
+ * process only opens what this made, so it never links the image code.
+ */
+int msb_rootfs_prepare(struct msb_state *st, const char *name, const struct msb_spec *spec,
+		       struct msb_error *err);
 
 /* Run argv (no shell), capturing its output into err on failure. */
 int msb_run_tool(char *const argv[], struct msb_error *err);

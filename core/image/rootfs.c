@@ -17,6 +17,9 @@
 #include <msb/msb.h>
 
 #include "error.h"
+#include "sandbox.h"
+#include "spec.h"
+#include "state.h"
 
 struct walk {
 	EVP_MD_CTX *md;
@@ -268,7 +271,7 @@ out:
 	return 0;
 }
 
-int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err)
+static int format_upper(const char *path, uint64_t bytes, struct msb_error *err)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -293,4 +296,114 @@ int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err)
 	if (r < 0)
 		unlink(path);
 	return r;
+}
+
+/* Copy a sparse file's data extents only (SEEK_DATA/SEEK_HOLE, copy_file_range). */
+static int copy_sparse(int in, int out, uint64_t size)
+{
+	off_t pos = 0;
+	for (;;) {
+		off_t data = lseek(in, pos, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno; /* ENXIO: no data after pos */
+		off_t hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		off_t src = data, dst = data;
+		while (src < hole) {
+			ssize_t n = copy_file_range(in, &src, out, &dst, (size_t)(hole - src), 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+		}
+		pos = hole;
+		if ((uint64_t)pos >= size)
+			return 0;
+	}
+}
+
+int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err)
+{
+	/*
+	 * Every upper starts as the same empty filesystem: format it once per
+	 * size (images/upper-<bytes>.ext4) and copy its few MiB of metadata,
+	 * instead of running mkfs.ext4 for each sandbox.
+	 */
+	char dir[PATH_MAX], tmpl[PATH_MAX + 64], tmp[PATH_MAX + 80];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		return format_upper(path, bytes, err);
+	*slash = '\0';
+	/* The state home is two levels up from sandboxes/NAME/. */
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	slash = strrchr(dir, '/');
+	if (!slash || strcmp(slash, "/sandboxes") != 0)
+		return format_upper(path, bytes, err);
+	*slash = '\0';
+	snprintf(tmpl, sizeof(tmpl), "%s/images/upper-%llu.ext4", dir, (unsigned long long)bytes);
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", tmpl, (long)getpid());
+	int r;
+	if (access(tmpl, R_OK) != 0) {
+		char images[PATH_MAX + 8];
+		snprintf(images, sizeof(images), "%s/images", dir);
+		if ((r = msb_mkdir_p(images, 0700)) < 0)
+			return msb_error_errno(err, r, "images directory '%s'", images);
+		unlink(tmp);
+		if ((r = format_upper(tmp, bytes, err)) < 0)
+			return r;
+		if (rename(tmp, tmpl) < 0) {
+			r = msb_error_errno(err, -errno, "publishing '%s'", tmpl);
+			unlink(tmp);
+			return r;
+		}
+	}
+	int in = open(tmpl, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return msb_error_errno(err, -errno, "upper template '%s'", tmpl);
+	int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		r = msb_error_errno(err, -errno, "upper disk '%s'", path);
+		close(in);
+		return r;
+	}
+	r = ftruncate(out, (off_t)bytes) < 0 ? -errno : copy_sparse(in, out, bytes);
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+	close(in);
+	close(out);
+	if (r < 0) {
+		unlink(path);
+		return msb_error_errno(err, r, "upper disk '%s' from '%s'", path, tmpl);
+	}
+	return 0;
+}
+
+int msb_rootfs_prepare(struct msb_state *st, const char *name, const struct msb_spec *spec,
+		       struct msb_error *err)
+{
+	int r = msb_sandbox_check_supported(spec, err);
+	if (r < 0)
+		return r;
+	char images[PATH_MAX], upper[PATH_MAX];
+	snprintf(images, sizeof(images), "%s/images", st->home);
+	snprintf(upper, sizeof(upper), "%s/sandboxes/%s/%s", st->home, name, MSB_UPPER_FILE);
+	char *img = NULL;
+	if ((r = msb_rootfs_image(spec->rootfs, images, &img, err)) < 0)
+		return r;
+	char *line = NULL;
+	int n = asprintf(&line, "%s\n", img);
+	free(img);
+	if (n < 0)
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	r = msb_state_write(st, name, MSB_ROOT_IMAGE_FILE, line, (size_t)n, err);
+	free(line);
+	if (r < 0)
+		return r;
+	if (access(upper, F_OK) != 0 && (r = msb_rootfs_upper(upper, MSB_UPPER_SIZE, err)) < 0)
+		return r;
+	return 0;
 }
