@@ -54,6 +54,9 @@ int msb_error_prefix(struct msb_error *err, const char *fmt, ...)
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
 	size_t hl = strnlen(head, sizeof(err->msg) - 1);
+	for (size_t i = 0; i < hl; i++) /* one line, as msb_error_set keeps it */
+		if (head[i] == '\n' || head[i] == '\r')
+			head[i] = ' ';
 	memcpy(err->msg, head, hl);
 	size_t ol = strnlen(old, sizeof(err->msg) - 1 - hl);
 	memcpy(err->msg + hl, old, ol);

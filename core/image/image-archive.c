@@ -47,7 +47,7 @@
 #define LINK_HOPS	8
 #define INDEX_DEPTH_MAX 4
 #define SMALL_MAX	4096 /* oci-layout */
-#define NAMES_MAX	1024 /* RepoTags of one docker-archive image */
+#define NAMES_MAX	1024 /* RepoTags of one docker-archive image; names in one archive */
 
 #define MT_OCI_INDEX	   "application/vnd.oci.image.index.v1+json"
 #define MT_OCI_MANIFEST	   "application/vnd.oci.image.manifest.v1+json"
@@ -722,11 +722,29 @@ static int want_add(const struct msb_store *s, const struct source *src, struct 
 		    const char *name, const char *digest, int64_t size, const char *label,
 		    struct msb_error *err)
 {
-	if (msb_store_has(s, digest))
-		return 0;
-	for (size_t i = 0; i < w->n; i++)
+	/*
+	 * A blob already wanted or in the store is not read again, but its size is still
+	 * checked: the manifest recorded (a docker-archive's is msb's own, sized from its
+	 * files) must not claim a size its blob does not have.
+	 */
+	int64_t known = -1;
+	for (size_t i = 0; i < w->n && known < 0; i++)
 		if (!strcmp(w->v[i].digest, digest))
-			return 0;
+			known = w->v[i].size;
+	char path[PATH_MAX];
+	struct stat st;
+	if (known < 0 && msb_store_has(s, digest) &&
+	    msb_store_blob_path(s, digest, path, sizeof(path)) == 0 && stat(path, &st) == 0)
+		known = st.st_size;
+	if (known >= 0) {
+		if (size >= 0 && size != known)
+			return msb_error_set(err, -EBADMSG,
+					     "%s: %lld bytes for '%.200s' in '%s', but the blob is "
+					     "%lld bytes",
+					     label, (long long)size, name, src->path,
+					     (long long)known);
+		return 0;
+	}
 	int64_t have;
 	const char *file = name;
 	if (src->is_tar) {
@@ -1356,6 +1374,15 @@ int msb_image_load(const struct msb_store *s, const char *path, const char *tag,
 			r = msb_error_set(err, -ENOMEM, "out of memory");
 			goto out;
 		}
+	}
+	/* Every name is compared with the others and pinned: bound them all. */
+	size_t total = 0;
+	for (size_t i = 0; i < l.nimgs; i++)
+		total += l.imgs[i].names.n;
+	if (total > NAMES_MAX) {
+		r = msb_error_set(err, -E2BIG, "'%s' names %zu images (expected at most %d names)",
+				  path, total, NAMES_MAX);
+		goto out;
 	}
 	for (size_t i = 0; i < l.nimgs; i++) {
 		if (!l.imgs[i].names.n) {

@@ -20,6 +20,9 @@
 #include "spec.h"
 #include "state.h"
 
+/* The largest file an image's root may hold (its apparent size). */
+#define MSB_IMAGE_FILE_MAX (64ull << 30)
+
 void msb_image_close(struct msb_image *img)
 {
 	msb_manifest_free(&img->manifest);
@@ -129,7 +132,9 @@ static int build_root(const struct msb_store *s, const struct msb_image *img, co
 			goto out;
 		}
 		struct msb_layer_stats st;
-		r = msb_layer_apply(root_fd, fd, NULL, &st, err);
+		/* mkfs.erofs reads every file whole, holes too: bound them. */
+		const struct msb_layer_limits lim = {.max_file_size = MSB_IMAGE_FILE_MAX};
+		r = msb_layer_apply(root_fd, fd, &lim, &st, err);
 		close(fd);
 		if (r < 0) {
 			msb_error_prefix(err, "layer %s: ", d);

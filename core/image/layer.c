@@ -67,7 +67,7 @@ struct layer {
 	uint64_t in_bytes; /* compressed bytes read */
 	uint64_t tar_bytes;
 	uint64_t made; /* entries plus implied parents, against max_entries */
-	uint64_t max_entries, max_bytes;
+	uint64_t max_entries, max_bytes, max_file_size;
 	struct archive *outer, *inner;
 	EVP_MD_CTX *md, *key_md;
 	struct seen seen;
@@ -622,6 +622,13 @@ static int set_meta(struct layer *l, int fd, struct archive_entry *e, bool regul
  */
 static int write_data(struct layer *l, int fd, struct archive_entry *e)
 {
+	la_int64_t fsize = archive_entry_size(e);
+	if (fsize > 0 && (uint64_t)fsize > l->max_file_size)
+		return msb_error_set(l->err, -E2BIG,
+				     "layer entry '%s': a file of %lld bytes (sparse or not) is "
+				     "larger than %llu (max_file_size)",
+				     l->entry, (long long)fsize,
+				     (unsigned long long)l->max_file_size);
 	for (;;) {
 		const void *buf;
 		size_t size;
@@ -983,6 +990,7 @@ int msb_layer_apply(int root_fd, int layer_fd, const struct msb_layer_limits *li
 	l->in_fd = layer_fd;
 	l->max_entries = lim && lim->max_entries ? lim->max_entries : MSB_LAYER_MAX_ENTRIES_DEFAULT;
 	l->max_bytes = lim && lim->max_bytes ? lim->max_bytes : MSB_LAYER_MAX_BYTES_DEFAULT;
+	l->max_file_size = lim && lim->max_file_size ? lim->max_file_size : UINT64_MAX;
 	int r = 0;
 	struct stat rs;
 	/* A real directory fd on the root: root_fd may be O_PATH, and "./" entries set its

@@ -82,6 +82,8 @@ struct msb_layer_limits {
 	uint64_t max_entries; /* entries in one layer (tar bomb), e.g. 1,000,000 */
 	uint64_t max_bytes;   /* total bytes of file data written (apparent sizes of regular files,
 				 holes of sparse files excluded), e.g. 64 GiB */
+	uint64_t max_file_size; /* apparent size of one file, holes included (0: no limit): a
+				   huge sparse file costs nothing here but a full read later */
 };
 
 struct msb_layer_stats {

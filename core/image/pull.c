@@ -19,6 +19,11 @@
  *    makes threads that saw the same 401 refresh it once.
  *  - Everything that came from the network and ends up in a message is
  *    cut to printable ASCII first, so a registry cannot drive the terminal.
+ *  - What the registry and the token realm send (header lines, the
+ *    challenge, the token, error bodies) and the credentials files are read
+ *    by pure, bounded parsers (pull-parse.h), fuzzed by
+ *    tests/fuzz/fuzz_registry_auth.c; the rest of this file never looks at
+ *    those bytes itself.
  */
 #include "pull.h"
 
@@ -52,6 +57,7 @@
 
 #include <msb/msb.h>
 
+#include "catalog.h"
 #include "error.h"
 #include "log.h"
 #include "manifest.h"
@@ -217,6 +223,7 @@ struct pull {
 	unsigned gen;
 	atomic_int cancel;
 	struct progress pr;
+	char unusable[MSB_ERROR_MSG_MAX]; /* why a local image was not whole, for --pull never */
 };
 
 struct conn {
@@ -1506,6 +1513,8 @@ static int image_complete(struct pull *p, const char *mdigest)
 	for (size_t i = 0; ok && i < m.nlayers; i++)
 		ok = msb_store_has(p->s, m.layers[i].digest) &&
 		     check_diffid(p, &m.layers[i], cfg.diff_ids[i], &e) == 0;
+	if (!ok && e.msg[0])
+		snprintf(p->unusable, sizeof(p->unusable), "%s", e.msg);
 	msb_manifest_free(&m);
 	msb_image_config_free(&cfg);
 	return ok;
@@ -2051,6 +2060,7 @@ int msb_image_pull(const struct msb_store *s, const struct msb_image_ref *ref,
 	struct conn c = {0};
 	char *key = NULL, *home = NULL;
 	char pinned[72] = "", got[72] = "";
+	int guard = -1;
 	struct msb_error e2 = MSB_ERROR_INIT;
 	int r = pull_init(&p, s, ref->registry, ref->repository, o, err);
 	if (r < 0)
@@ -2075,9 +2085,16 @@ int msb_image_pull(const struct msb_store *s, const struct msb_image_ref *ref,
 		goto done;
 	}
 	if (o->policy == MSB_PULL_NEVER) {
-		r = msb_error_set(err, -ENOENT,
-				  "%s%s%s is not in the image store (pull policy never)", p.name,
-				  ref->digest ? "@" : ":", ref->digest ? ref->digest : ref->tag);
+		if (p.unusable[0])
+			r = msb_error_set(err, -EBADMSG,
+					  "%s%s%s in the image store is not usable: %s", p.name,
+					  ref->digest ? "@" : ":",
+					  ref->digest ? ref->digest : ref->tag, p.unusable);
+		else
+			r = msb_error_set(err, -ENOENT,
+					  "%s%s%s is not in the image store (pull policy never)",
+					  p.name, ref->digest ? "@" : ":",
+					  ref->digest ? ref->digest : ref->tag);
 		goto out;
 	}
 	home = store_home(s);
@@ -2085,6 +2102,11 @@ int msb_image_pull(const struct msb_store *s, const struct msb_image_ref *ref,
 	p.pr.on = !o->quiet && isatty(STDERR_FILENO);
 	if (!(c.h = curl_easy_init())) {
 		r = msb_error_set(err, -ENOMEM, "curl: out of memory");
+		goto out;
+	}
+	/* Prune must not take blobs published before their pin exists. */
+	if ((guard = msb_image_prune_guard(s, err)) < 0) {
+		r = guard;
 		goto out;
 	}
 	if ((r = remote_pull(&p, &c, ref, got, err)) < 0)
@@ -2099,6 +2121,8 @@ done:
 	snprintf(manifest_digest, 72, "%s", got);
 	r = 0;
 out:
+	if (guard >= 0)
+		msb_store_unlock(guard);
 	if (c.h)
 		curl_easy_cleanup(c.h);
 	free(home);

@@ -10,14 +10,18 @@
  *  - an error comes with its code and a non-empty one-line message, no refs
  *    and nothing pinned;
  *  - success returns at least one name, the --tag among them, each pinned to
- *    a manifest that is in the store;
+ *    an image that is whole in the store, whose config and layers are the
+ *    sizes its manifest says (a docker-archive's manifest is msb's own);
  *  - either way images/tmp is empty afterwards (no writer left behind) and
  *    every file under images/blobs/sha256 hashes to its name (nothing
  *    unverified was published).
  * The store is then emptied (blobs, pins, diff_ids, lock files), so each
  * input starts from an empty store and only its own blobs are hashed.
  *
- * Seeds: tests/fuzz/corpus/image_load/ (tests/fuzz/corpus/image_load/make.py).
+ * Seeds: tests/fuzz/corpus/image_load/: tiny OCI archives and docker-archives
+ * (plain, gzip, xz, bzip2, zstd; links, nested indexes) written with Python's
+ * tarfile; the plain *-min.tar ones have no end blocks, to fit -max_len=4096.
+ * docker-dup-digest.tar is the regression input for want_add's size check.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +37,7 @@
 #include <msb/msb.h>
 
 #include "image-archive.h"
+#include "image-root.h"
 #include "store.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,8 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define TAG "localhost/fuzz:1"
 
-static char base[64];	/* the temp MSB_HOME */
-static char input[96];	/* the file each input is written to */
+static char base[64];  /* the temp MSB_HOME */
+static char input[96]; /* the file each input is written to */
 static struct msb_store store;
 
 /* Remove base and everything under it (files and directories only: what the store makes). */
@@ -102,6 +107,20 @@ static DIR *open_dir(const char *rel)
 static int is_dot(const char *name)
 {
 	return !strcmp(name, ".") || !strcmp(name, "..");
+}
+
+/* The blob `digest` is in the store and `size` bytes long. */
+static void check_blob_size(const char *digest, int64_t size)
+{
+	char path[4096];
+	struct stat st;
+	CHECK(msb_store_blob_path(&store, digest, path, sizeof(path)) == 0);
+	CHECK(stat(path, &st) == 0);
+	if (st.st_size != size) {
+		fprintf(stderr, "blob %s is %lld bytes, its descriptor says %lld\n", digest,
+			(long long)st.st_size, (long long)size);
+		CHECK(!"a loaded image's descriptors match its blobs");
+	}
 }
 
 /* Unlink every entry of images/<rel> (all plain files); with check, each must hash to its name. */
@@ -166,7 +185,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			char digest[72];
 			struct msb_error e = MSB_ERROR_INIT;
 			CHECK(msb_store_pin_get(&store, refs[i], digest, &e) == 0);
-			CHECK(msb_store_has(&store, digest));
+			struct msb_image img;
+			CHECK(msb_image_open(&store, digest, &img, &e) == 0);
+			const struct msb_manifest *m = &img.manifest;
+			check_blob_size(m->config.digest, m->config.size);
+			for (size_t j = 0; j < m->nlayers; j++)
+				check_blob_size(m->layers[j].digest, m->layers[j].size);
+			msb_image_close(&img);
 			tagged |= !strcmp(refs[i], TAG);
 		}
 		CHECK(tagged);

@@ -479,6 +479,50 @@ class Hostile(ImageCase):
             self.skipTest("msb run stopped before the image: " + p.stderr.strip())
 
 
+class EvilLayers(ImageCase):
+    """Layers built to escape the root, loaded and unpacked into a root image
+    (msb image pull --pull never unpacks): each entry is refused or
+    neutralised, the unpack either succeeds or fails with one line, and
+    nothing appears outside the tree."""
+
+    KINDS = ["dotdot", "absolute", "symlink-abs", "symlink-rel", "hardlink-abs",
+             "hardlink-rel", "chardev", "sparse-gnu", "sparse-pax"]
+
+    def markers(self, home):
+        found = []
+        for top in ("/", "/etc", "/tmp", TMP, home, os.path.join(home, "images")):
+            try:
+                found += [os.path.join(top, n) for n in os.listdir(top) if "msb-evil" in n]
+            except OSError:
+                pass
+        return found
+
+    def test_evil_layers(self):
+        for kind in self.KINDS:
+            with self.subTest(kind=kind):
+                home = new_home()
+                layout = os.path.join(TMP, "evil-" + kind)
+                if not os.path.isdir(layout):
+                    R.build_image("evil-" + kind, layout)
+                self.load(home, layout, "--tag", "evil:1")
+                with open("/etc/passwd", "rb") as f:
+                    passwd = f.read()
+                p = msb(home, "image", "pull", "--pull", "never", "-q", "evil:1")
+                if kind.startswith("sparse"):  # 1 TiB apparent: refused before mkfs reads it
+                    self.assertIn("max_file_size", p.stderr)
+                if p.returncode != 0:
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+                else:
+                    roots = os.listdir(os.path.join(home, "images", "roots"))
+                    self.assertEqual(len(roots), 1, roots)
+                self.assertEqual(self.markers(home), [])
+                with open("/etc/passwd", "rb") as f:
+                    self.assertEqual(f.read(), passwd)
+                self.assertEqual(os.listdir(os.path.join(home, "images", "tmp")), [])
+                self.assertStoreSound(home)
+
+
 class SaveRmPrune(ImageCase):
     def test_save_load_round_trip(self):
         home = new_home()
