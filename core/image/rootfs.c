@@ -6,12 +6,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <msb/msb.h>
@@ -23,6 +25,10 @@
 
 struct walk {
 	EVP_MD_CTX *md;
+	bool stat_only; /* a fingerprint: identities and times instead of contents */
+	bool racy; /* an entry changed in the last seconds: its times may not show the next change
+		    */
+	time_t now;
 	size_t entries;
 	char path[PATH_MAX];
 	struct msb_error *err;
@@ -98,6 +104,18 @@ static int walk_dir(struct walk *w, int dfd, size_t plen, int depth)
 				    (uint64_t)st.st_size, st.st_rdev, nl};
 		feed(w, meta, sizeof(meta));
 		feed(w, names[i], nl);
+		if (w->stat_only) {
+			/* What changes whenever the content does (ctime cannot be set back). */
+			uint64_t id[6] = {st.st_dev,
+					  st.st_ino,
+					  (uint64_t)st.st_mtim.tv_sec,
+					  (uint64_t)st.st_mtim.tv_nsec,
+					  (uint64_t)st.st_ctim.tv_sec,
+					  (uint64_t)st.st_ctim.tv_nsec};
+			feed(w, id, sizeof(id));
+			if (st.st_mtim.tv_sec >= w->now - 2 || st.st_ctim.tv_sec >= w->now - 2)
+				w->racy = true;
+		}
 		if (S_ISLNK(st.st_mode)) {
 			char target[PATH_MAX];
 			ssize_t tl = readlinkat(dfd, names[i], target, sizeof(target));
@@ -106,7 +124,7 @@ static int walk_dir(struct walk *w, int dfd, size_t plen, int depth)
 				break;
 			}
 			feed(w, target, (size_t)tl);
-		} else if (S_ISREG(st.st_mode)) {
+		} else if (S_ISREG(st.st_mode) && !w->stat_only) {
 			int ffd = openat(dfd, names[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			if (ffd < 0) {
 				r = msb_error_errno(w->err, -errno, "rootfs: '%s'", w->path);
@@ -139,19 +157,31 @@ static int walk_dir(struct walk *w, int dfd, size_t plen, int depth)
 	return r;
 }
 
-int msb_tree_hash(const char *dir, char hex[65], struct msb_error *err)
+static int tree_walk(const char *dir, bool stat_only, char hex[65], bool *racy,
+		     struct msb_error *err)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return msb_error_errno(err, -errno, "rootfs '%s'", dir);
-	struct walk w = {.md = EVP_MD_CTX_new(), .err = err};
+	struct walk w = {
+		.md = EVP_MD_CTX_new(), .err = err, .stat_only = stat_only, .now = time(NULL)};
 	if (!w.md || !EVP_DigestInit_ex(w.md, EVP_sha256(), NULL)) {
 		close(dfd);
 		EVP_MD_CTX_free(w.md);
 		return msb_error_set(err, -ENOMEM, "sha256 unavailable");
 	}
-	static const char version[] = "msb-tree-hash-1";
-	feed(&w, version, sizeof(version));
+	static const char version[] = "msb-tree-hash-1", fp_version[] = "msb-tree-stat-1";
+	if (stat_only) {
+		struct stat st;
+		if (fstat(dfd, &st) == 0) {
+			uint64_t id[4] = {st.st_dev, st.st_ino, (uint64_t)st.st_ctim.tv_sec,
+					  (uint64_t)st.st_ctim.tv_nsec};
+			feed(&w, fp_version, sizeof(fp_version));
+			feed(&w, id, sizeof(id));
+		}
+	} else {
+		feed(&w, version, sizeof(version));
+	}
 	int r = walk_dir(&w, dfd, 0, 0);
 	close(dfd);
 	unsigned char md[32];
@@ -163,6 +193,58 @@ int msb_tree_hash(const char *dir, char hex[65], struct msb_error *err)
 		return r;
 	for (unsigned i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (racy)
+		*racy = w.racy;
+	return 0;
+}
+
+int msb_tree_hash(const char *dir, char hex[65], struct msb_error *err)
+{
+	return tree_walk(dir, false, hex, NULL, err);
+}
+
+/*
+ * The tree hash, from images/trees/<sha256 of the tree's path> when the
+ * tree's fingerprint (every entry's metadata, inode and times, no contents)
+ * is the one recorded with it; else hashed whole and recorded — unless an
+ * entry changed in the last seconds, when times may not show the next
+ * change yet (git's "racy" case).
+ */
+static int tree_hash_cached(const char *dir, const char *images_dir, char hex[65],
+			    struct msb_error *err)
+{
+	char real[PATH_MAX], fp[65], key[65], cache[PATH_MAX + 100], line[160];
+	bool racy = true;
+	if (!realpath(dir, real) || tree_walk(real, true, fp, &racy, err) < 0)
+		return msb_tree_hash(dir, hex, err);
+	unsigned char md[32];
+	unsigned len = 0;
+	EVP_Digest(real, strlen(real), md, &len, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(key + 2 * i, 3, "%02x", md[i]);
+	snprintf(cache, sizeof(cache), "%s/trees/%s", images_dir, key);
+	FILE *f = fopen(cache, "re");
+	if (f) {
+		int hit = fgets(line, sizeof(line), f) && strlen(line) == 130 &&
+			  !strncmp(line, fp, 64) && line[64] == ' ';
+		fclose(f);
+		if (hit) {
+			memcpy(hex, line + 65, 64);
+			hex[64] = '\0';
+			return 0;
+		}
+	}
+	int r = msb_tree_hash(dir, hex, err);
+	if (r < 0 || racy)
+		return r;
+	char tdir[PATH_MAX + 8], tmp[PATH_MAX + 120];
+	snprintf(tdir, sizeof(tdir), "%s/trees", images_dir);
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", cache, (long)getpid());
+	if (msb_mkdir_p(tdir, 0700) < 0 || !(f = fopen(tmp, "we")))
+		return 0; /* only a cache */
+	fprintf(f, "%s %s\n", fp, hex);
+	if (fclose(f) != 0 || rename(tmp, cache) < 0)
+		unlink(tmp);
 	return 0;
 }
 
@@ -215,8 +297,10 @@ int msb_run_tool(char *const argv[], struct msb_error *err)
 int msb_rootfs_image(const char *dir, const char *images_dir, char **path, struct msb_error *err)
 {
 	char hex[65];
-	int r = msb_tree_hash(dir, hex, err);
+	int r = msb_mkdir_p(images_dir, 0700);
 	if (r < 0)
+		return msb_error_errno(err, r, "images directory '%s'", images_dir);
+	if ((r = tree_hash_cached(dir, images_dir, hex, err)) < 0)
 		return r;
 	if ((r = msb_mkdir_p(images_dir, 0700)) < 0)
 		return msb_error_errno(err, r, "images directory '%s'", images_dir);

@@ -195,6 +195,26 @@ if [ -n "${MSB_E2E_BUSYBOX_IMAGE:-}" ]; then
 	roots=$(ls "$MSB_HOME"/images/roots/*.erofs 2>/dev/null | wc -l)
 	check "the image's root was built once and is shared" 1 "$roots"
 fi
+# 9b. pulled from a registry (Debian's docker-registry on this host's loopback)
+if [ -n "${MSB_E2E_BUSYBOX_IMAGE:-}" ] && command -v docker-registry >/dev/null; then
+	harness=$(cd "$(dirname "$0")/../registry" && pwd)/registry.py
+	/usr/bin/python3 "$harness" up plain "$work/registry" >"$work/registry.json" 2>"$work/registry.err" &
+	regpid=$!
+	for _ in $(seq 100); do [ -s "$work/registry.json" ] && break; sleep 0.2; done
+	url=$(sed -n 's/.*"url": "\([^"]*\)".*/\1/p' "$work/registry.json")
+	host=${url#http://}
+	if [ -n "$url" ] && /usr/bin/python3 "$harness" push "$MSB_E2E_BUSYBOX_IMAGE" "$url" e2e/pulled 1 \
+		>/dev/null 2>"$work/err"; then
+		out=$("$msb" run --insecure "$host/e2e/pulled:1" -- sh -c 'cat /etc/msb-test-release; id -un' 2>&1)
+		check "run IMAGE from a registry: pulled, verified, booted" "msb test image: busybox app" "$(echo $out)"
+		out=$("$msb" run --insecure --pull never "$host/e2e/pulled:1" -- true 2>&1 && echo ok)
+		check "run IMAGE again: the pinned image, no registry needed" "ok" "$out"
+	else
+		fail "a local registry for the pull check" "$(cat "$work/registry.err" "$work/err" 2>/dev/null | tail -2)"
+	fi
+	kill "$regpid" 2>/dev/null
+	wait "$regpid" 2>/dev/null
+fi
 if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
 	"$msb" image load --tag localhost/e2e/python:1 "$MSB_E2E_PYTHON_IMAGE" >/dev/null 2>"$work/err" ||
 		fail "image load: the python layout" "$(cat "$work/err")"

@@ -50,10 +50,59 @@ static void test_upper_from_template(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* --rootfs trees: the content hash is recorded with a stat fingerprint and
+ * reused while the tree is unchanged; any change is seen. */
+static void test_tree_hash_cache(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/msb-test-tree.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char tree[300], images[300], f1[340], trees[340], cmd[700];
+	snprintf(tree, sizeof(tree), "%s/tree", dir);
+	snprintf(images, sizeof(images), "%s/images", dir);
+	snprintf(trees, sizeof(trees), "%s/trees", images);
+	snprintf(f1, sizeof(f1), "%s/file", tree);
+	assert_int_equal(mkdir(tree, 0755), 0);
+	write_file(f1, "one\n");
+	struct msb_error err = MSB_ERROR_INIT;
+	char *img1 = NULL, *img2 = NULL, *img3 = NULL, *img4 = NULL, full[65];
+	/* Just written: "racy", so nothing is recorded yet. */
+	assert_int_equal(msb_rootfs_image(tree, images, &img1, &err), 0);
+	assert_int_not_equal(access(trees, F_OK), 0);
+	sleep(3);
+	assert_int_equal(msb_rootfs_image(tree, images, &img2, &err), 0);
+	assert_string_equal(img1, img2);
+	snprintf(cmd, sizeof(cmd), "test \"$(ls '%s' | wc -l)\" = 1", trees);
+	assert_int_equal(system(cmd), 0); /* recorded now */
+	assert_int_equal(msb_rootfs_image(tree, images, &img3, &err), 0);
+	assert_string_equal(img1, img3); /* from the record */
+	/* Same size, new content: the fingerprint (times) differs, the hash follows. */
+	write_file(f1, "two\n");
+	assert_int_equal(msb_rootfs_image(tree, images, &img4, &err), 0);
+	assert_string_not_equal(img1, img4);
+	assert_int_equal(msb_tree_hash(tree, full, &err), 0);
+	assert_non_null(strstr(img4, full));
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(img1);
+	free(img2);
+	free(img3);
+	free(img4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_upper_from_template),
+		cmocka_unit_test(test_tree_hash_cache),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
