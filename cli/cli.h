@@ -13,6 +13,8 @@ struct cli_command {
 	const char *summary; /* one line */
 	int (*run)(const struct cli_command *cmd, int argc, char **argv);
 	void (*help)(const struct cli_command *cmd);
+	/* Has subcommands, which answer --help after their name themselves. */
+	int subcommands;
 };
 
 /* Print "msb: <message>" and exit with status; only the CLI ever exits. */

@@ -316,8 +316,7 @@ static int prepare(struct msb_state *st, const char *name, struct msb_spec *spec
  * stdio and signals, stops it, and (without --name) removes its state.  The
  * VM runs in a process that never loaded the image code.
  */
-static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull,
-		       const struct msb_module *mods[MSB_SLOT_COUNT])
+static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull)
 {
 	struct msb_error err = MSB_ERROR_INIT;
 	if (!spec->ncommand && spec->rootfs)
@@ -329,7 +328,6 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull,
 	char sup[PATH_MAX];
 	if (cli_supervisor_path(sup, sizeof(sup), &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
-	(void)mods;
 	struct msb_state st;
 	if (msb_state_open(NULL, &st, &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
@@ -445,7 +443,7 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	}
 	int status;
 	if (a.is_run)
-		status = run_sandbox(a.spec, &a.pull, mods);
+		status = run_sandbox(a.spec, &a.pull);
 	else
 		status = create_sandbox(a.spec, &a.pull, mods);
 	msb_registry_free(&reg);

@@ -27,15 +27,15 @@ static const struct cli_command commands[] = {
 	 help_simple},
 	{"logs", "NAME", "print a sandbox's console and supervisor logs", cmd_logs, help_simple},
 	{"image", "COMMAND ...", "manage images: pull, ls, inspect, rm, prune, load, save",
-	 cmd_image, help_image},
+	 cmd_image, help_image, 1},
 	{"pull", "REFERENCE [OPTIONS]", "pull an image (short for msb image pull)", cmd_pull,
 	 help_pull},
 	{"registry", "login|logout REGISTRY ...", "store or forget a registry's credentials",
-	 cmd_registry, help_registry},
+	 cmd_registry, help_registry, 1},
 	{"plugins", "[--json]", "list the modules found, loaded and refused, and why", cmd_plugins,
 	 help_plugins},
 	{"version", "", "print msb's version and plugin ABI", cmd_version, help_simple},
-	{NULL, NULL, NULL, NULL, NULL},
+	{NULL, NULL, NULL, NULL, NULL, 0},
 };
 
 const struct cli_command *cli_commands(void)
@@ -88,13 +88,12 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(name, "--version"))
 		name = "version";
-	/* The supervisor: not a user command, so not in the table or --help. */
 	for (const struct cli_command *c = commands; c->name; c++) {
 		if (strcmp(c->name, name) != 0)
 			continue;
-		/* Commands with subcommands answer --help for each of them. */
-		int nested = !strcmp(c->name, "image") || !strcmp(c->name, "registry");
-		for (int i = 2; i < argc && strcmp(argv[i], "--") && !(nested && i > 2); i++)
+		/* --help anywhere; for a command with subcommands, right after its name. */
+		for (int i = 2; i < argc && strcmp(argv[i], "--") && !(c->subcommands && i > 2);
+		     i++)
 			if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 				c->help(c);
 				return 0;

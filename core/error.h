@@ -18,6 +18,14 @@ int msb_error_errno(struct msb_error *err, int code, const char *fmt, ...)
 /* mkdir -p: parents 0755, the last component `mode`; 0 if it exists. */
 int msb_mkdir_p(const char *path, mode_t mode);
 
+/*
+ * rm -r of dirfd/name (AT_FDCWD and a path work too): never follows a
+ * symlink, at most MSB_REMOVE_DEPTH_MAX levels (-ELOOP beyond); 0 if it
+ * does not exist.  Goes on past errors, returning the first.
+ */
+#define MSB_REMOVE_DEPTH_MAX 256
+int msb_remove_tree_at(int dirfd, const char *name);
+
 /* cleanup attributes, as in bubblewrap: no ladders of frees. */
 void msb_cleanup_freep(void *p);
 void msb_cleanup_closep(int *fd);

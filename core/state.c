@@ -60,38 +60,6 @@ static int lock_at(int dirfd, const char *file, int op, struct msb_error *err)
 	return fd;
 }
 
-/* Remove dirfd/name and everything below it, never following symlinks. */
-static int remove_tree_at(int dirfd, const char *name, int depth)
-{
-	if (depth > 64)
-		return -ELOOP;
-	if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
-		return 0;
-	if (errno != EISDIR && errno != EPERM)
-		return -errno;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		int rr = remove_tree_at(fd, de->d_name, depth + 1);
-		if (rr < 0 && !r)
-			r = rr;
-	}
-	closedir(d);
-	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && !r)
-		r = -errno;
-	return r;
-}
-
 /* Remove what a crashed create or remove left (caller holds the home lock). */
 static void reap_leftovers(struct msb_state *st)
 {
@@ -113,7 +81,7 @@ static void reap_leftovers(struct msb_state *st)
 	closedir(d);
 	for (size_t i = 0; i < n; i++) {
 		if (stale[i])
-			remove_tree_at(st->sandboxes_fd, stale[i], 0);
+			msb_remove_tree_at(st->sandboxes_fd, stale[i]);
 		free(stale[i]);
 	}
 }
@@ -324,7 +292,7 @@ int msb_state_sandbox_create(struct msb_state *st, const char *name, const char 
 	fsync(st->sandboxes_fd);
 	return 0;
 fail:
-	remove_tree_at(st->sandboxes_fd, tmp, 0);
+	msb_remove_tree_at(st->sandboxes_fd, tmp);
 	return r;
 }
 
@@ -346,7 +314,7 @@ int msb_state_sandbox_remove(struct msb_state *st, const char *name, struct msb_
 	snprintf(trash, sizeof(trash), TRASH_PREFIX "%s.%08x", name, rnd);
 	if (renameat(st->sandboxes_fd, name, st->sandboxes_fd, trash) < 0)
 		return msb_error_errno(err, -errno, "state: remove sandbox '%s'", name);
-	r = remove_tree_at(st->sandboxes_fd, trash, 0);
+	r = msb_remove_tree_at(st->sandboxes_fd, trash);
 	if (r < 0)
 		return msb_error_errno(err, r, "state: remove sandbox '%s'", name);
 	fsync(st->sandboxes_fd);

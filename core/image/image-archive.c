@@ -59,23 +59,6 @@
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
-static void sha256_of(const void *buf, size_t len, char out[72])
-{
-	static const char hexd[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
-	if (!EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL) || n != 32) {
-		out[0] = '\0';
-		return;
-	}
-	memcpy(out, "sha256:", 7);
-	for (unsigned i = 0; i < 32; i++) {
-		out[7 + 2 * i] = hexd[md[i] >> 4];
-		out[8 + 2 * i] = hexd[md[i] & 15];
-	}
-	out[71] = '\0';
-}
-
 struct strv {
 	char **v;
 	size_t n;
@@ -920,7 +903,7 @@ static int verify_doc(const uint8_t *buf, size_t len, const char *digest, int64_
 		      const char *what, struct msb_error *err)
 {
 	char got[72];
-	sha256_of(buf, len, got);
+	msb_digest_of(buf, len, got);
 	if (size >= 0 && (uint64_t)size != len)
 		return msb_error_set(err, -EBADMSG, "%s %s: %zu bytes, expected %lld", what, digest,
 				     len, (long long)size);
@@ -1216,7 +1199,7 @@ static int docker_image(struct load *l, json_t *item, size_t i, struct msb_error
 	if (r < 0)
 		return msb_error_prefix(err, "%s.Config: ", what), r;
 	char cdigest[72], mdigest[72], image[100];
-	sha256_of(cbuf, clen, cdigest);
+	msb_digest_of(cbuf, clen, cdigest);
 	snprintf(image, sizeof(image), "docker-archive image %.50s", cdigest + 7);
 	struct msb_image_config c;
 	size_t nl = json_array_size(layers);
@@ -1257,7 +1240,7 @@ static int docker_image(struct load *l, json_t *item, size_t i, struct msb_error
 		r = msb_error_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	sha256_of(mtext, strlen(mtext), mdigest);
+	msb_digest_of(mtext, strlen(mtext), mdigest);
 	if ((r = msb_store_put(l->s, cdigest, cbuf, clen, err)) < 0 ||
 	    (r = msb_store_put(l->s, mdigest, mtext, strlen(mtext), err)) < 0)
 		goto out;
@@ -1582,26 +1565,6 @@ static int sink_blob(const struct msb_store *s, struct sink *k, const char *dige
 	return r < 0 ? r : r2;
 }
 
-/* rm -r of the tree save made (only what save writes: files and directories). */
-static void remove_tree(int dirfd, const char *name, int depth)
-{
-	if (depth > 4 || unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
-		return;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			remove_tree(fd, de->d_name, depth + 1);
-	closedir(d);
-	unlinkat(dirfd, name, AT_REMOVEDIR);
-}
-
 struct saved {
 	char digest[72];
 	char *key; /* the pin key, or NULL for a digest */
@@ -1796,7 +1759,7 @@ int msb_image_save(const struct msb_store *s, const char *const *refs, size_t n,
 	if (k.dirfd >= 0)
 		close(k.dirfd);
 	if (r < 0)
-		remove_tree(AT_FDCWD, tmp, 0);
+		msb_remove_tree_at(AT_FDCWD, tmp);
 out:
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].key);

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +27,6 @@ void msb_image_close(struct msb_image *img)
 	msb_manifest_free(&img->manifest);
 	msb_image_config_free(&img->config);
 	memset(img, 0, sizeof(*img));
-}
-
-/* sha256 of a string as "sha256:<hex>". */
-static void sha256_str(const char *s, char out[72])
-{
-	unsigned char md[32];
-	unsigned int n = 0;
-	EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL);
-	strcpy(out, "sha256:");
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
 }
 
 int msb_image_open(const struct msb_store *s, const char *digest, struct msb_image *img,
@@ -91,7 +79,7 @@ int msb_image_open(const struct msb_store *s, const char *digest, struct msb_ima
 		if (i > 0) {
 			char cat[160];
 			snprintf(cat, sizeof(cat), "%s %s", chain, img->config.diff_ids[i]);
-			sha256_str(cat, chain);
+			msb_digest_of(cat, strlen(cat), chain);
 		}
 	}
 	snprintf(img->chain_id, sizeof(img->chain_id), "%s", chain);
@@ -99,14 +87,6 @@ int msb_image_open(const struct msb_store *s, const char *digest, struct msb_ima
 fail:
 	msb_image_close(img);
 	return r;
-}
-
-/* rm -rf of a tree we built (no symlinks followed: nftw-free, openat-based). */
-static void remove_tree(const char *path)
-{
-	char *argv[] = {"rm", "-rf", "--one-file-system", "--", (char *)path, NULL};
-	struct msb_error e = MSB_ERROR_INIT;
-	msb_run_tool(argv, &e);
 }
 
 static int build_root(const struct msb_store *s, const struct msb_image *img, const char *out,
@@ -159,7 +139,7 @@ static int build_root(const struct msb_store *s, const struct msb_image *img, co
 out:
 	if (root_fd >= 0)
 		close(root_fd);
-	remove_tree(work);
+	msb_remove_tree_at(AT_FDCWD, work);
 	return r;
 }
 
@@ -312,27 +292,17 @@ int msb_image_prepare(struct msb_state *st, const char *name, struct msb_spec *s
 	if (r == 0) {
 		/* What the sandbox runs, now that the image filled it in. */
 		char *json = msb_spec_to_json(spec, 1);
-		char rec[PATH_MAX + 100];
-		int n = snprintf(rec, sizeof(rec), "%s\n", root);
+		char line[80];
+		int n = snprintf(line, sizeof(line), "%s\n", img.digest);
 		if (!json)
 			r = msb_error_set(err, -ENOMEM, "out of memory");
-		else if ((r = msb_state_write(st, name, "spec.json", json, strlen(json), err)) == 0)
-			r = msb_state_write(st, name, MSB_ROOT_IMAGE_FILE, rec, (size_t)n, err);
-		if (r == 0) {
-			char digest_line[80];
-			int dn = snprintf(digest_line, sizeof(digest_line), "%s\n", img.digest);
-			r = msb_state_write(st, name, "image.digest", digest_line, (size_t)dn, err);
-		}
+		else if ((r = msb_state_write(st, name, "spec.json", json, strlen(json), err)) ==
+				 0 &&
+			 (r = msb_state_write(st, name, "image.digest", line, (size_t)n, err)) == 0)
+			r = msb_rootfs_record(st, name, root, err);
 		msb_free(json);
 	}
 	msb_image_close(&img);
-	if (r == 0) {
-		char upper[PATH_MAX];
-		snprintf(upper, sizeof(upper), "%s/sandboxes/%s/%s", st->home, name,
-			 MSB_UPPER_FILE);
-		if (access(upper, F_OK) != 0)
-			r = msb_rootfs_upper(upper, MSB_UPPER_SIZE, err);
-	}
 out:
 	free(root);
 	msb_store_close(&s);

@@ -32,6 +32,7 @@
 #include <msb/msb.h>
 
 #include "error.h"
+#include "ref.h"
 
 #define BUF_SIZE   (64u << 10)
 #define CAPS_XATTR "security.capability"
@@ -969,9 +970,7 @@ static int apply_stream(struct layer *l)
 	unsigned len = 0;
 	if (!EVP_DigestFinal_ex(l->md, md, &len) || len != 32)
 		return msb_error_set(l->err, -ENOMEM, "layer: sha256 failed");
-	char *p = l->st->diff_id + sprintf(l->st->diff_id, "sha256:");
-	for (unsigned i = 0; i < len; i++)
-		p += sprintf(p, "%02x", md[i]);
+	msb_digest_format(md, l->st->diff_id);
 	return 0;
 }
 

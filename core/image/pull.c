@@ -88,23 +88,6 @@ static void sanitize(const char *in, size_t n, char *out, size_t outlen)
 	out[j] = '\0';
 }
 
-static void sha256_hex(const void *buf, size_t len, char out[72])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned n = 0;
-	static const char hexd[] = "0123456789abcdef";
-	strcpy(out, "sha256:");
-	if (!EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL) || n != 32) {
-		out[0] = '\0';
-		return;
-	}
-	for (unsigned i = 0; i < 32; i++) {
-		out[7 + 2 * i] = hexd[md[i] >> 4];
-		out[8 + 2 * i] = hexd[md[i] & 15];
-	}
-	out[71] = '\0';
-}
-
 static char *b64_encode(const char *in, size_t n)
 {
 	char *out = malloc(4 * ((n + 2) / 3) + 1);
@@ -1557,7 +1540,7 @@ static int local_digest(struct pull *p, const char *digest, char out[72])
 static int check_manifest_bytes(const struct xfer *x, const char *expect, int64_t size,
 				char got[72], struct msb_error *err)
 {
-	sha256_hex(x->buf ? (const void *)x->buf : "", x->len, got);
+	msb_digest_of(x->buf ? (const void *)x->buf : "", x->len, got);
 	if (!got[0])
 		return msb_error_set(err, -ENOMEM, "sha256 failed");
 	if (size >= 0 && (uint64_t)size != x->len)

@@ -8,6 +8,7 @@
  * nothing more (no userinfo, no path).
  */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +90,28 @@ int msb_digest_valid(const char *s)
 		if (!is_lower_hex(s[7 + i]))
 			return 0;
 	return s[71] == '\0';
+}
+
+void msb_digest_format(const unsigned char md[32], char out[72])
+{
+	static const char hexd[] = "0123456789abcdef";
+	memcpy(out, "sha256:", 7);
+	for (unsigned i = 0; i < 32; i++) {
+		out[7 + 2 * i] = hexd[md[i] >> 4];
+		out[8 + 2 * i] = hexd[md[i] & 15];
+	}
+	out[71] = '\0';
+}
+
+void msb_digest_of(const void *buf, size_t len, char out[72])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	if (!EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL) || n != 32) {
+		out[0] = '\0';
+		return;
+	}
+	msb_digest_format(md, out);
 }
 
 /* Why digest d (n bytes, the text after '@') is not one we accept; NULL if it is. */

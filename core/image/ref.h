@@ -26,6 +26,8 @@
 #ifndef MSB_IMAGE_REF_H
 #define MSB_IMAGE_REF_H
 
+#include <stddef.h>
+
 #include <msb/msb-error.h>
 
 /* Longest reference text accepted, in bytes. */
@@ -65,5 +67,9 @@ const char *msb_image_ref_api_host(const struct msb_image_ref *ref);
 
 /* True if s is a digest this module accepts: "sha256:" and 64 lowercase hex digits. */
 int msb_digest_valid(const char *s);
+/* "sha256:<64 hex>" of a 32-byte SHA-256 value. */
+void msb_digest_format(const unsigned char md[32], char out[72]);
+/* "sha256:<64 hex>" of buf (OpenSSL); "" if hashing failed. */
+void msb_digest_of(const void *buf, size_t len, char out[72]);
 
 #endif /* MSB_IMAGE_REF_H */

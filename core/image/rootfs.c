@@ -407,35 +407,23 @@ static int copy_sparse(int in, int out, uint64_t size)
 	}
 }
 
-int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err)
+int msb_rootfs_upper(const char *path, uint64_t bytes, const char *images_dir,
+		     struct msb_error *err)
 {
 	/*
 	 * Every upper starts as the same empty filesystem: format it once per
 	 * size (images/upper-<bytes>.ext4) and copy its few MiB of metadata,
 	 * instead of running mkfs.ext4 for each sandbox.
 	 */
-	char dir[PATH_MAX], tmpl[PATH_MAX + 64], tmp[PATH_MAX + 80];
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
+	if (!images_dir)
 		return format_upper(path, bytes, err);
-	*slash = '\0';
-	/* The state home is two levels up from sandboxes/NAME/. */
-	slash = strrchr(dir, '/');
-	if (slash)
-		*slash = '\0';
-	slash = strrchr(dir, '/');
-	if (!slash || strcmp(slash, "/sandboxes") != 0)
-		return format_upper(path, bytes, err);
-	*slash = '\0';
-	snprintf(tmpl, sizeof(tmpl), "%s/images/upper-%llu.ext4", dir, (unsigned long long)bytes);
+	char tmpl[PATH_MAX + 64], tmp[PATH_MAX + 80];
+	snprintf(tmpl, sizeof(tmpl), "%s/upper-%llu.ext4", images_dir, (unsigned long long)bytes);
 	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", tmpl, (long)getpid());
 	int r;
 	if (access(tmpl, R_OK) != 0) {
-		char images[PATH_MAX + 8];
-		snprintf(images, sizeof(images), "%s/images", dir);
-		if ((r = msb_mkdir_p(images, 0700)) < 0)
-			return msb_error_errno(err, r, "images directory '%s'", images);
+		if ((r = msb_mkdir_p(images_dir, 0700)) < 0)
+			return msb_error_errno(err, r, "images directory '%s'", images_dir);
 		unlink(tmp);
 		if ((r = format_upper(tmp, bytes, err)) < 0)
 			return r;
@@ -466,28 +454,33 @@ int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err)
 	return 0;
 }
 
+int msb_rootfs_record(struct msb_state *st, const char *name, const char *root_image,
+		      struct msb_error *err)
+{
+	char images[PATH_MAX], upper[PATH_MAX + 100], line[PATH_MAX + 2];
+	snprintf(images, sizeof(images), "%s/images", st->home);
+	snprintf(upper, sizeof(upper), "%s/sandboxes/%s/%s", st->home, name, MSB_UPPER_FILE);
+	int n = snprintf(line, sizeof(line), "%s\n", root_image);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return msb_error_set(err, -ENAMETOOLONG, "root image path too long");
+	int r = msb_state_write(st, name, MSB_ROOT_IMAGE_FILE, line, (size_t)n, err);
+	if (r == 0 && access(upper, F_OK) != 0)
+		r = msb_rootfs_upper(upper, MSB_UPPER_SIZE, images, err);
+	return r;
+}
+
 int msb_rootfs_prepare(struct msb_state *st, const char *name, const struct msb_spec *spec,
 		       struct msb_error *err)
 {
 	int r = msb_sandbox_check_supported(spec, err);
 	if (r < 0)
 		return r;
-	char images[PATH_MAX], upper[PATH_MAX];
+	char images[PATH_MAX];
 	snprintf(images, sizeof(images), "%s/images", st->home);
-	snprintf(upper, sizeof(upper), "%s/sandboxes/%s/%s", st->home, name, MSB_UPPER_FILE);
 	char *img = NULL;
 	if ((r = msb_rootfs_image(spec->rootfs, images, &img, err)) < 0)
 		return r;
-	char *line = NULL;
-	int n = asprintf(&line, "%s\n", img);
+	r = msb_rootfs_record(st, name, img, err);
 	free(img);
-	if (n < 0)
-		return msb_error_set(err, -ENOMEM, "out of memory");
-	r = msb_state_write(st, name, MSB_ROOT_IMAGE_FILE, line, (size_t)n, err);
-	free(line);
-	if (r < 0)
-		return r;
-	if (access(upper, F_OK) != 0 && (r = msb_rootfs_upper(upper, MSB_UPPER_SIZE, err)) < 0)
-		return r;
-	return 0;
+	return r;
 }

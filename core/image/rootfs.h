@@ -35,11 +35,11 @@ int msb_rootfs_image(const char *dir, const char *images_dir, char **path, struc
 
 /*
  * Create a sparse, empty ext4 file of `bytes` at path: a copy of the data
- * extents of a template formatted once per size (MSB_HOME/images/
- * upper-<bytes>.ext4) when path is MSB_HOME/sandboxes/NAME/FILE, else
- * mkfs.ext4 directly.
+ * extents of a template formatted once per size (images_dir/
+ * upper-<bytes>.ext4), or with mkfs.ext4 directly when images_dir is NULL.
  */
-int msb_rootfs_upper(const char *path, uint64_t bytes, struct msb_error *err);
+int msb_rootfs_upper(const char *path, uint64_t bytes, const char *images_dir,
+		     struct msb_error *err);
 
 struct msb_spec;
 struct msb_state;
@@ -49,6 +49,9 @@ struct msb_state;
  * the sandbox's MSB_ROOT_IMAGE_FILE, and its empty upper disk.  The monitor
  * process only opens what this made, so it never links the image code.
  */
+/* Record a sandbox's root image (MSB_ROOT_IMAGE_FILE) and create its upper if missing. */
+int msb_rootfs_record(struct msb_state *st, const char *name, const char *root_image,
+		      struct msb_error *err);
 int msb_rootfs_prepare(struct msb_state *st, const char *name, const struct msb_spec *spec,
 		       struct msb_error *err);
 

@@ -142,38 +142,6 @@ static int tmp_create(const struct msb_store *s, const char *prefix, char name[6
 	return msb_error_set(err, -EEXIST, "image store: no free temp name in '%s/tmp'", s->dir);
 }
 
-/* Remove dirfd/name and everything below it, never following symlinks. */
-static int remove_tree_at(int dirfd, const char *name, int depth)
-{
-	if (depth > 64)
-		return -ELOOP;
-	if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
-		return 0;
-	if (errno != EISDIR && errno != EPERM)
-		return -errno;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		int rr = remove_tree_at(fd, de->d_name, depth + 1);
-		if (rr < 0 && !r)
-			r = rr;
-	}
-	closedir(d);
-	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && !r)
-		r = -errno;
-	return r;
-}
-
 /* ---- open / close / sweep ----------------------------------------------------------------- */
 
 int msb_store_sweep(const struct msb_store *s, int min_age)
@@ -207,7 +175,7 @@ int msb_store_sweep(const struct msb_store *s, int min_age)
 			close(fd);
 			continue;
 		}
-		if (remove_tree_at(tfd, de->d_name, 0) == 0)
+		if (msb_remove_tree_at(tfd, de->d_name) == 0)
 			removed++;
 		close(fd);
 	}
