@@ -991,6 +991,53 @@ static void test_sparse(void **state)
 	free(map.p);
 }
 
+/*
+ * Only the compressions linked in (gzip, zstd, bzip2, xz) are read: data
+ * from a registry never starts an external decompressor, which libarchive
+ * would run for formats it has no library for (lrzip, grzip, lzop, lz4...).
+ * Fake ones on PATH leave a marker if anything runs them.
+ */
+static void test_no_external_decompressor(void **state)
+{
+	(void)state;
+	char bin[256], marker[256], path[512], script[600];
+	snprintf(bin, sizeof(bin), "%s/bin", tmp);
+	snprintf(marker, sizeof(marker), "%s/ran-a-decompressor", tmp);
+	assert_int_equal(mkdir(bin, 0755), 0);
+	const char *tools[] = {"lrzip", "grzip", "lzop", "lz4", "lzip", "lzma", "unzstd", "zstd"};
+	snprintf(script, sizeof(script), "#!/bin/sh\ntouch '%s'\ncat >/dev/null\n", marker);
+	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", bin, tools[i]);
+		write_file(path, script, 0755);
+	}
+	const char *old = getenv("PATH");
+	char *saved = old ? strdup(old) : NULL;
+	snprintf(path, sizeof(path), "%s:%s", bin, old ? old : "/usr/bin:/bin");
+	setenv("PATH", path, 1);
+	static const unsigned char lrzip[] = "LRZI\x00\x06\x00\x00\x00\x00\x00\x00\x00\x00";
+	static const unsigned char grzip[] = "GRZipII\x00\x02\x04:)\x00\x00\x00\x00";
+	static const unsigned char lzop[] = "\x89LZO\x00\r\n\x1a\n\x10\x30\x20\xa0\x09\x40";
+	static const unsigned char lz4[] = "\x04\x22\x4d\x18\x64\x40\xa7\x00\x00\x00\x00";
+	const struct {
+		const unsigned char *p;
+		size_t n;
+	} inputs[] = {{lrzip, sizeof(lrzip)},
+		      {grzip, sizeof(grzip)},
+		      {lzop, sizeof(lzop)},
+		      {lz4, sizeof(lz4)}};
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		struct msb_error err = MSB_ERROR_INIT;
+		struct msb_layer_stats st;
+		assert_true(apply_limits(inputs[i].p, inputs[i].n, 0, 0, &st, &err) < 0);
+		assert_false(exists(marker));
+	}
+	if (saved)
+		setenv("PATH", saved, 1);
+	else
+		unsetenv("PATH");
+	free(saved);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1004,6 +1051,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_long_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sparse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_external_decompressor, setup, teardown),
 	};
 	if (geteuid() != 0) {
 		fprintf(stderr, "test_layer needs root (chown, security.capability)\n");
