@@ -194,6 +194,8 @@ static int ent_cmp(const void *a, const void *b)
 static struct entry *tar_lookup(const struct source *src, const char *name)
 {
 	struct entry key = {.name = (char *)name};
+	if (!src->n)
+		return NULL;
 	return bsearch(&key, src->ents, src->n, sizeof(struct entry), ent_cmp);
 }
 
@@ -629,7 +631,8 @@ static int tar_scan(struct source *src, struct msb_error *err)
 	tar_close(a, &in);
 	if (r < 0)
 		return r;
-	qsort(src->ents, src->n, sizeof(struct entry), ent_cmp);
+	if (src->n > 1) /* an empty archive has no array at all */
+		qsort(src->ents, src->n, sizeof(struct entry), ent_cmp);
 	for (size_t i = 1; i < src->n; i++)
 		if (!strcmp(src->ents[i].name, src->ents[i - 1].name))
 			return msb_error_set(err, -EINVAL,
@@ -845,7 +848,8 @@ static int stream_wants(const struct msb_store *s, struct source *src, struct wa
 		return r;
 	}
 	/* Pass 2 over the tar: each wanted entry as it comes. */
-	qsort(w->v, w->n, sizeof(struct want), want_cmp);
+	if (w->n > 1)
+		qsort(w->v, w->n, sizeof(struct want), want_cmp);
 	bool *done = calloc(w->n, sizeof(bool));
 	struct tar_in tin = {0};
 	struct archive *a = NULL;
@@ -861,10 +865,10 @@ static int stream_wants(const struct msb_store *s, struct source *src, struct wa
 			break;
 		}
 		struct want key = {.name = name};
-		struct want *x =
-			name && archive_entry_filetype(e) == AE_IFREG && !archive_entry_hardlink(e)
-				? bsearch(&key, w->v, w->n, sizeof(struct want), want_cmp)
-				: NULL;
+		struct want *x = w->n && name && archive_entry_filetype(e) == AE_IFREG &&
+						 !archive_entry_hardlink(e)
+					 ? bsearch(&key, w->v, w->n, sizeof(struct want), want_cmp)
+					 : NULL;
 		free(name);
 		if (!x || done[x - w->v])
 			continue;
