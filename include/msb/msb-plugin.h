@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MSB_PLUGIN_ABI_MAJOR	     1
-#define MSB_PLUGIN_ABI_MINOR	     0
+#define MSB_PLUGIN_ABI_MINOR	     1
 #define MSB_PLUGIN_ABI		     ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
@@ -326,6 +326,19 @@ struct msb_share {
 	int read_only;
 	int noexec;
 	const char *tag; /* virtio-fs tag chosen by the core */
+	/* ABI 1.1: how guest ownership and modes map onto host files. */
+	uint32_t identity; /* enum msb_share_identity */
+};
+
+enum msb_share_identity {
+	/*
+	 * The guest's chown/chmod and the owner/mode of files it creates are
+	 * kept in an xattr on the host file; host inode ownership and modes are
+	 * never rewritten by the guest.
+	 */
+	MSB_SHARE_IDENTITY_STRICT = 0,
+	/* Passed through to the host file (setuid/setgid bits still never land). */
+	MSB_SHARE_IDENTITY_OFF = 1,
 };
 
 struct msb_storage_ops {

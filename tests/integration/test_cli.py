@@ -220,8 +220,8 @@ class Cli(unittest.TestCase):
                    ("secrets", "tls-intercept"), ("hypervisor", "fx-good")]:
             self.assertIn(kn, names)
         expect = {
-            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.0"],
-            "fx-newer-minor.so": ["fx-minor", "ABI 1.3", "ABI 1.0"],
+            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.1"],
+            "fx-newer-minor.so": ["fx-minor", "ABI 1.4", "ABI 1.1"],
             "fx-size-big.so": ["fx-big", "larger than"],
             "fx-size-small.so": ["fx-small", "too small"],
             "fx-garbage.so": ["not a loadable module"],
