@@ -205,7 +205,7 @@ class Cli(unittest.TestCase):
             self.assertIn(flag, r.stdout)
         r = run("version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.0\)$")
+        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.1\)$")
         self.assertEqual(run().returncode, 2)
 
     def test_plugins_lists_loaded_and_refused(self):
