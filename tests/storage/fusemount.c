@@ -1,0 +1,659 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * msb-fusemount — serve one share of the storage module through the host
+ * kernel's FUSE client, so the storage suites can drive the real server with
+ * ordinary system calls (DESIGN.md "Testing layers", 2: host integration).
+ *
+ *   msb-fusemount [--ro] [--identity strict|off] [--no-openat2] [--threads N]
+ *                 [--verbose] HOSTDIR MOUNTPOINT
+ *
+ * The module is loaded the way the supervisor loads it (registry, instance,
+ * share_open), and each FUSE request read from /dev/fuse is handed to
+ * srv->handle exactly as the virtio-fs device hands it a descriptor chain:
+ * one readable buffer, one writable buffer.
+ *
+ * This program is also the suites' referee for the protocol: a request the
+ * kernel sent that gets no reply, a reply the kernel refuses, or a reply whose
+ * header does not match its request is an "anomaly".  The harness answers the
+ * kernel with EIO so nothing hangs, names the anomaly on stderr, and exits 4.
+ * After share_close it checks that nothing is left open (exit 3 otherwise).
+ *
+ * Exit: 0 after SIGTERM/SIGINT or an unmount from outside; 1 for a setup
+ * failure (one line on stderr); 2 for bad arguments; 3 fd leak; 4 anomalies.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <pthread.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <msb/msb-plugin.h>
+#include <msb/msb.h>
+
+#include "error.h"
+#include "host.h"
+#include "registry.h"
+
+/*
+ * The kernel refuses a read from /dev/fuse shorter than the largest request
+ * it may send: a WRITE of max_write bytes plus its headers.  The server may
+ * negotiate max_write up to 1 MiB; a READ reply is at most max_read (the
+ * mount option below) plus its header.
+ */
+#define FM_MAX_IO  (1u << 20)
+#define FM_IN_BUF  (FM_MAX_IO + 4096u)
+#define FM_OUT_BUF (FM_MAX_IO + 4096u)
+
+#define FM_MAX_THREADS 64
+#define FM_INIT_WAIT_S 10
+
+enum fm_exit {
+	FM_EXIT_OK = 0,
+	FM_EXIT_SETUP = 1,
+	FM_EXIT_USAGE = 2,
+	FM_EXIT_FD_LEAK = 3,
+	FM_EXIT_ANOMALY = 4,
+};
+
+struct fm_opts {
+	int read_only;
+	uint32_t identity;
+	int no_openat2;
+	int threads;
+	int verbose;
+	const char *host_dir;
+	const char *mount_point;
+};
+
+struct fm {
+	struct fm_opts opt;
+	int fuse_fd;
+	struct msb_fs_server srv;
+	atomic_int stop;
+	atomic_int anomalies;
+	atomic_int fatal; /* a worker could not go on */
+	/* FUSE_INIT: 0 not yet answered, 1 answered, <0 failed (negative errno). */
+	int init_state;
+	pthread_mutex_t init_lock;
+	pthread_cond_t init_cond;
+};
+
+static void fm_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fm_err(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* One write per line, so lines from several workers never interleave. */
+	dprintf(STDERR_FILENO, "msb-fusemount: %s\n", line);
+}
+
+static void fm_anomaly(struct fm *fm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fm_anomaly(struct fm *fm, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	atomic_fetch_add(&fm->anomalies, 1);
+	fm_err("anomaly: %s", line);
+}
+
+static void fm_usage(FILE *to)
+{
+	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--no-openat2] "
+		    "[--threads N] [--verbose] HOSTDIR MOUNTPOINT\n");
+}
+
+/* Arguments: on error one line on stderr and FM_EXIT_USAGE. */
+static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
+{
+	static const struct option longopts[] = {
+		{"ro", no_argument, NULL, 'r'},
+		{"identity", required_argument, NULL, 'i'},
+		{"no-openat2", no_argument, NULL, 'n'},
+		{"threads", required_argument, NULL, 't'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	*o = (struct fm_opts){.identity = MSB_SHARE_IDENTITY_STRICT, .threads = 4};
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "+:v", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			o->read_only = 1;
+			break;
+		case 'i':
+			if (strcmp(optarg, "strict") == 0) {
+				o->identity = MSB_SHARE_IDENTITY_STRICT;
+			} else if (strcmp(optarg, "off") == 0) {
+				o->identity = MSB_SHARE_IDENTITY_OFF;
+			} else {
+				fm_err("--identity: expected strict or off, not '%s'", optarg);
+				return -1;
+			}
+			break;
+		case 'n':
+			o->no_openat2 = 1;
+			break;
+		case 't': {
+			char *end;
+			errno = 0;
+			long n = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || n < 1 || n > FM_MAX_THREADS) {
+				fm_err("--threads: expected 1..%d, not '%s'", FM_MAX_THREADS,
+				       optarg);
+				return -1;
+			}
+			o->threads = (int)n;
+			break;
+		}
+		case 'v':
+			o->verbose = 1;
+			break;
+		case 'h':
+			fm_usage(stdout);
+			exit(FM_EXIT_OK);
+		case '?':
+			if (optopt)
+				fm_err("unknown option '-%c' (try --help)", optopt);
+			else
+				fm_err("unknown option '%s' (try --help)", argv[optind - 1]);
+			return -1;
+		case ':':
+			fm_err("option '%s' needs an argument", argv[optind - 1]);
+			return -1;
+		default:
+			fm_err("bad arguments (try --help)");
+			return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		fm_err("expected HOSTDIR and MOUNTPOINT, got %d argument(s) (try --help)",
+		       argc - optind);
+		return -1;
+	}
+	o->host_dir = argv[optind];
+	o->mount_point = argv[optind + 1];
+	return 0;
+}
+
+/*
+ * Load the storage module: from MSB_PLUGIN_PATH when it is set (the same
+ * variable the supervisor honours), otherwise from the build tree this
+ * executable lives in (BUILD/tests/storage/msb-fusemount ->
+ * BUILD/plugins/storage/storage.so).
+ */
+static int fm_load_module(struct msb_registry *reg, const struct msb_module **out,
+			  struct msb_error *err)
+{
+	int r;
+	const char *env = getenv("MSB_PLUGIN_PATH");
+	if (env && *env) {
+		cleanup_free char *list = strdup(env);
+		if (!list)
+			return msb_error_set(err, -ENOMEM, "out of memory");
+		char *save = NULL;
+		for (char *d = strtok_r(list, ":", &save); d; d = strtok_r(NULL, ":", &save))
+			if ((r = msb_registry_add_dir(reg, d, err)) < 0)
+				return r;
+		if ((r = msb_registry_scan(reg, err)) < 0)
+			return r;
+	} else {
+		char exe[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n < 0)
+			return msb_error_errno(err, -errno, "readlink /proc/self/exe");
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = '\0';
+		char so[PATH_MAX + 64];
+		snprintf(so, sizeof(so), "%s/../../plugins/storage/storage.so", exe);
+		if ((r = msb_registry_load_file(reg, so, err)) < 0)
+			return r;
+	}
+	const struct msb_module *m = msb_registry_find(reg, MSB_PLUGIN_STORAGE, "virtiofs");
+	if (!m) {
+		for (size_t i = 0; i < reg->count; i++)
+			if (!reg->modules[i].loaded)
+				return msb_error_set(err, -ENOENT, "refused: %s",
+						     reg->modules[i].reason);
+		return msb_error_set(err, -ENOENT, "no storage module 'virtiofs' found%s",
+				     env && *env ? " on MSB_PLUGIN_PATH" : " in the build tree");
+	}
+	*out = m;
+	return 0;
+}
+
+/*
+ * --no-openat2: make openat2 fail with ENOSYS in this whole process, as on a
+ * kernel older than 5.6 or under a container runtime's filter, so the
+ * server's fallback resolution is what the suites exercise.  Installed
+ * before share_open and before any thread exists, so every thread inherits
+ * it.
+ */
+static int fm_deny_openat2(struct msb_error *err)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (!ctx)
+		return msb_error_set(err, -ENOMEM, "seccomp_init failed");
+	int r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(openat2), 0);
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (r < 0)
+		return msb_error_errno(err, r, "seccomp filter denying openat2");
+	return 0;
+}
+
+static void fm_init_done(struct fm *fm, int state)
+{
+	pthread_mutex_lock(&fm->init_lock);
+	if (fm->init_state == 0)
+		fm->init_state = state;
+	pthread_cond_broadcast(&fm->init_cond);
+	pthread_mutex_unlock(&fm->init_lock);
+}
+
+/* An error reply the kernel always accepts, so a request never hangs. */
+static void fm_reply_error(struct fm *fm, uint64_t unique, int error)
+{
+	struct fuse_out_header oh = {.len = sizeof(oh), .error = error, .unique = unique};
+	if (write(fm->fuse_fd, &oh, sizeof(oh)) < 0 && errno != ENOENT)
+		fm_err("writing an error reply for request %llu: %s", (unsigned long long)unique,
+		       strerror(errno));
+}
+
+static int fm_needs_reply(uint32_t opcode)
+{
+	return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT;
+}
+
+/* After INIT is answered: check the server asked for what the buffers hold. */
+static void fm_check_init(struct fm *fm, const uint8_t *out, size_t len)
+{
+	const struct fuse_out_header *oh = (const void *)out;
+	if (oh->error) {
+		fm_err("the server refused FUSE_INIT: %s", strerror(-oh->error));
+		fm_init_done(fm, oh->error);
+		return;
+	}
+	struct fuse_init_out io = {0};
+	size_t body = len - sizeof(*oh);
+	memcpy(&io, out + sizeof(*oh), body < sizeof(io) ? body : sizeof(io));
+	if (fm->opt.verbose)
+		fm_err("INIT: protocol %u.%u, max_write %u, max_pages %u, flags 0x%x flags2 0x%x",
+		       io.major, io.minor, io.max_write, io.max_pages, io.flags, io.flags2);
+	if (io.max_write > FM_IN_BUF - sizeof(struct fuse_in_header) - sizeof(struct fuse_write_in))
+		fm_anomaly(fm,
+			   "INIT: max_write %u is more than the 1 MiB this harness (and the "
+			   "virtio-fs device) reads",
+			   io.max_write);
+	fm_init_done(fm, 1);
+}
+
+/* One request: hand it to the server, write what it answers. */
+static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out)
+{
+	if (n < sizeof(struct fuse_in_header)) {
+		fm_anomaly(fm, "a %zu-byte read from /dev/fuse", n);
+		return;
+	}
+	struct fuse_in_header ih;
+	memcpy(&ih, in, sizeof(ih));
+	struct iovec iv_in = {.iov_base = in, .iov_len = n};
+	struct iovec iv_out = {.iov_base = out, .iov_len = FM_OUT_BUF};
+	int r = fm->srv.handle(fm->srv.ctx, &iv_in, 1, &iv_out, 1);
+	if (fm->opt.verbose)
+		fm_err("op %u nodeid %llu unique %llu -> %d", ih.opcode,
+		       (unsigned long long)ih.nodeid, (unsigned long long)ih.unique, r);
+
+	if (r == 0) {
+		if (fm_needs_reply(ih.opcode)) {
+			fm_anomaly(fm, "no reply to opcode %u (unique %llu)", ih.opcode,
+				   (unsigned long long)ih.unique);
+			fm_reply_error(fm, ih.unique, -EIO);
+		}
+		return;
+	}
+	if (r < 0) {
+		/*
+		 * Everything the kernel sends is well formed, so "cannot parse"
+		 * is a server bug here (an unknown opcode wants an ENOSYS reply).
+		 */
+		fm_anomaly(fm, "handle() returned %d (%s) for opcode %u (unique %llu)", r,
+			   strerror(-r), ih.opcode, (unsigned long long)ih.unique);
+		if (ih.opcode == FUSE_INIT)
+			fm_init_done(fm, r);
+		if (fm_needs_reply(ih.opcode))
+			fm_reply_error(fm, ih.unique, r >= -4095 ? r : -EIO);
+		return;
+	}
+	if ((size_t)r > FM_OUT_BUF || (size_t)r < sizeof(struct fuse_out_header)) {
+		fm_anomaly(fm, "handle() returned %d bytes for opcode %u (buffer %u)", r, ih.opcode,
+			   FM_OUT_BUF);
+		fm_reply_error(fm, ih.unique, -EIO);
+		return;
+	}
+	struct fuse_out_header oh;
+	memcpy(&oh, out, sizeof(oh));
+	if (oh.len != (uint32_t)r || oh.unique != ih.unique) {
+		fm_anomaly(fm,
+			   "reply header (len %u, unique %llu) does not match the reply (%d bytes) "
+			   "or the request (opcode %u, unique %llu)",
+			   oh.len, (unsigned long long)oh.unique, r, ih.opcode,
+			   (unsigned long long)ih.unique);
+		fm_reply_error(fm, ih.unique, -EIO);
+		return;
+	}
+	if (!fm_needs_reply(ih.opcode) && ih.opcode != FUSE_INTERRUPT) {
+		fm_anomaly(fm, "a reply to opcode %u, which takes none", ih.opcode);
+		return;
+	}
+	if (write(fm->fuse_fd, out, (size_t)r) < 0) {
+		/* ENOENT: the request was interrupted and is gone; not an error. */
+		if (errno == ENOENT)
+			return;
+		fm_anomaly(fm, "the kernel refused the reply to opcode %u (%d bytes, error %d): %s",
+			   ih.opcode, r, oh.error, strerror(errno));
+		if (ih.opcode == FUSE_INIT)
+			fm_init_done(fm, -errno);
+		fm_reply_error(fm, ih.unique, -EIO);
+		return;
+	}
+	if (ih.opcode == FUSE_INIT)
+		fm_check_init(fm, out, (size_t)r);
+}
+
+static void *fm_worker(void *arg)
+{
+	struct fm *fm = arg;
+	uint8_t *in = malloc(FM_IN_BUF), *out = malloc(FM_OUT_BUF);
+	if (!in || !out) {
+		fm_err("out of memory for request buffers");
+		atomic_store(&fm->fatal, 1);
+		free(in);
+		free(out);
+		kill(getpid(), SIGUSR2);
+		return NULL;
+	}
+	while (!atomic_load(&fm->stop)) {
+		ssize_t n = read(fm->fuse_fd, in, FM_IN_BUF);
+		if (n < 0) {
+			/* ENOENT: a request interrupted before we read it. */
+			if (errno == EINTR || errno == ENOENT || errno == EAGAIN)
+				continue;
+			if (errno != ENODEV) {
+				fm_err("read /dev/fuse: %s", strerror(errno));
+				atomic_store(&fm->fatal, 1);
+			}
+			/* ENODEV: unmounted (from outside, or by us): main thread exits. */
+			kill(getpid(), SIGUSR2);
+			break;
+		}
+		fm_serve_one(fm, in, (size_t)n, out);
+	}
+	free(in);
+	free(out);
+	return NULL;
+}
+
+static void fm_wake(int sig)
+{
+	(void)sig; /* only interrupts a blocking read(2) */
+}
+
+/*
+ * fds open when main() began (inherited from whoever started us); anything
+ * else still open at the end was leaked by the module.
+ */
+#define FM_FD_TRACK 1024
+static unsigned char fm_fds_at_start[FM_FD_TRACK];
+
+static void fm_note_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+		if (de->d_name[0] != '.' && fd != dirfd(d) && fd >= 0 && fd < FM_FD_TRACK)
+			fm_fds_at_start[fd] = 1;
+	}
+	closedir(d);
+}
+
+/* Every fd opened since main() began and still open: share_close leaked it. */
+static int fm_check_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	int leaks = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+		if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(d) ||
+		    (fd < FM_FD_TRACK && fm_fds_at_start[fd]))
+			continue;
+		char link[64], target[PATH_MAX];
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		target[n < 0 ? 0 : n] = '\0';
+		fm_err("fd leak: fd %d -> %s still open after share_close", fd, target);
+		leaks++;
+	}
+	closedir(d);
+	return leaks;
+}
+
+int main(int argc, char **argv)
+{
+	struct fm fm = {.fuse_fd = -1};
+	fm_note_fds();
+	/*
+	 * Signals: TERM/INT (stop) and USR2 (a worker saw the end of the
+	 * connection) are taken by sigwait below, so they are blocked in every
+	 * thread, the module's included: hence before anything is loaded.
+	 * USR1 only ever interrupts one of our workers' read(2).
+	 */
+	sigset_t wait_set;
+	sigemptyset(&wait_set);
+	sigaddset(&wait_set, SIGTERM);
+	sigaddset(&wait_set, SIGINT);
+	sigaddset(&wait_set, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &wait_set, NULL);
+	struct sigaction sa = {.sa_handler = fm_wake}; /* no SA_RESTART */
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (fm_parse_args(argc, argv, &fm.opt) < 0)
+		return FM_EXIT_USAGE;
+	pthread_mutex_init(&fm.init_lock, NULL);
+	pthread_cond_init(&fm.init_cond, NULL);
+
+	char host_dir[PATH_MAX], mnt[PATH_MAX];
+	if (!realpath(fm.opt.host_dir, host_dir)) {
+		fm_err("%s: %s", fm.opt.host_dir, strerror(errno));
+		return FM_EXIT_SETUP;
+	}
+	struct stat st;
+	if (!realpath(fm.opt.mount_point, mnt) || stat(mnt, &st) < 0) {
+		fm_err("%s: %s", fm.opt.mount_point, strerror(errno));
+		return FM_EXIT_SETUP;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fm_err("%s: not a directory", fm.opt.mount_point);
+		return FM_EXIT_SETUP;
+	}
+
+	struct msb_error err = MSB_ERROR_INIT;
+	struct msb_registry reg = {0};
+	const struct msb_module *m = NULL;
+	if (fm_load_module(&reg, &m, &err) < 0) {
+		fm_err("loading the storage module: %s", err.msg);
+		msb_registry_free(&reg);
+		return FM_EXIT_SETUP;
+	}
+
+	/* The instance's private state directory; removed on the way out. */
+	char state_dir[64];
+	snprintf(state_dir, sizeof(state_dir), "/tmp/msb-fusemount.%d.XXXXXX", (int)getpid());
+	if (!mkdtemp(state_dir)) {
+		fm_err("mkdtemp %s: %s", state_dir, strerror(errno));
+		msb_registry_free(&reg);
+		return FM_EXIT_SETUP;
+	}
+	int status = FM_EXIT_SETUP;
+	int opened = 0, mounted = 0, nthreads = 0;
+	pthread_t threads[FM_MAX_THREADS];
+	struct msb_instance *inst = NULL;
+	if (msb_instance_create(m, "fusemount", state_dir, "{}", NULL, &inst, &err) < 0) {
+		fm_err("creating the storage instance: %s", err.msg);
+		goto out;
+	}
+	if (fm.opt.no_openat2 && fm_deny_openat2(&err) < 0) {
+		fm_err("--no-openat2: %s", err.msg);
+		goto out;
+	}
+
+	struct msb_share share = {
+		.size = sizeof(share),
+		.host_path = host_dir,
+		.guest_path = "/mnt",
+		.read_only = fm.opt.read_only,
+		.noexec = 0,
+		.tag = "msbfs0",
+		.identity = fm.opt.identity,
+	};
+	fm.srv.size = sizeof(fm.srv);
+	int r = m->ops.storage.share_open(inst->inst, &share, &fm.srv, &err);
+	if (r < 0) {
+		fm_err("share_open: %s", err.msg[0] ? err.msg : strerror(-r));
+		goto out;
+	}
+	opened = 1;
+	if (!fm.srv.handle) {
+		fm_err("share_open: succeeded but filled no handle");
+		goto out;
+	}
+
+	fm.fuse_fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (fm.fuse_fd < 0) {
+		fm_err("/dev/fuse: %s", strerror(errno));
+		goto out;
+	}
+	/*
+	 * default_permissions: the kernel checks modes itself, as a guest's
+	 * virtio-fs mount does; allow_other: the suites may drop privileges.
+	 * nosuid/nodev: nothing on the share is ever run or opened as a device
+	 * from here.
+	 */
+	char opts[256];
+	snprintf(opts, sizeof(opts),
+		 "fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,"
+		 "max_read=%u",
+		 fm.fuse_fd, FM_MAX_IO);
+	if (mount("msbfs", mnt, "fuse.msbfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+		fm_err("mount %s: %s", mnt, strerror(errno));
+		goto out;
+	}
+	mounted = 1;
+
+	for (; nthreads < fm.opt.threads; nthreads++) {
+		int e = pthread_create(&threads[nthreads], NULL, fm_worker, &fm);
+		if (e) {
+			fm_err("pthread_create: %s", strerror(e));
+			goto out;
+		}
+	}
+
+	/* The kernel sends INIT as the first request once mount(2) returns. */
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += FM_INIT_WAIT_S;
+	pthread_mutex_lock(&fm.init_lock);
+	while (fm.init_state == 0 &&
+	       pthread_cond_timedwait(&fm.init_cond, &fm.init_lock, &deadline) == 0)
+		;
+	int init_state = fm.init_state;
+	pthread_mutex_unlock(&fm.init_lock);
+	if (init_state != 1) {
+		if (init_state == 0)
+			fm_err("no FUSE_INIT answered within %d s", FM_INIT_WAIT_S);
+		else
+			fm_err("FUSE_INIT failed: %s", strerror(-init_state));
+		goto out;
+	}
+
+	printf("ready\n");
+	fflush(stdout);
+	int sig = 0;
+	sigwait(&wait_set, &sig);
+	status = atomic_load(&fm.fatal) ? FM_EXIT_SETUP : FM_EXIT_OK;
+
+out:
+	if (mounted && umount2(mnt, MNT_DETACH) < 0 && errno != EINVAL)
+		fm_err("umount %s: %s", mnt, strerror(errno));
+	/*
+	 * Stop the workers before share_close: a worker may be inside handle().
+	 * A signal can land between the stop check and read(2), so keep poking
+	 * until each one has gone.
+	 */
+	atomic_store(&fm.stop, 1);
+	for (int i = 0; i < nthreads; i++) {
+		for (;;) {
+			pthread_kill(threads[i], SIGUSR1);
+			struct timespec t;
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += 50 * 1000 * 1000;
+			if (t.tv_nsec >= 1000000000L) {
+				t.tv_sec++;
+				t.tv_nsec -= 1000000000L;
+			}
+			if (pthread_timedjoin_np(threads[i], NULL, &t) == 0)
+				break;
+		}
+	}
+	/* The last reference to the device: the kernel aborts the connection. */
+	if (fm.fuse_fd >= 0)
+		close(fm.fuse_fd);
+	if (opened)
+		m->ops.storage.share_close(inst->inst, &fm.srv);
+	msb_instance_destroy(inst);
+	msb_registry_free(&reg);
+	int rr = msb_remove_tree_at(AT_FDCWD, state_dir);
+	if (rr < 0)
+		fm_err("removing %s: %s", state_dir, strerror(-rr));
+	if (status == FM_EXIT_OK) {
+		int a = atomic_load(&fm.anomalies);
+		if (fm_check_fds() > 0)
+			status = FM_EXIT_FD_LEAK;
+		else if (a > 0) {
+			fm_err("%d protocol anomal%s (see above)", a, a == 1 ? "y" : "ies");
+			status = FM_EXIT_ANOMALY;
+		}
+	}
+	return status;
+}
