@@ -38,5 +38,10 @@ int cmd_start(const struct cli_command *cmd, int argc, char **argv);
 int cmd_rm(const struct cli_command *cmd, int argc, char **argv);
 int cmd_logs(const struct cli_command *cmd, int argc, char **argv);
 void help_simple(const struct cli_command *cmd);
+/* cli/cmd_volume.c */
+int cmd_volume(const struct cli_command *cmd, int argc, char **argv);
+void help_volume(const struct cli_command *cmd);
+/* Print a shared-volume warning ("msb: warning: LINE"); a callback for msb_volumes_shared_check. */
+void cli_warn_line(const char *line, void *arg);
 
 #endif

@@ -25,6 +25,7 @@
 #include "spec.h"
 #include "state.h"
 #include "supervisor.h"
+#include "volume.h"
 
 #define EXIT_RUN_FAILED 125
 
@@ -209,24 +210,11 @@ static const char *spec_source(struct msb_state *st, const char *name, char *buf
  */
 static pid_t sandbox_running(struct msb_state *st, const char *name)
 {
-	pid_t pid = msb_supervisor_pid(st->home, name);
+	pid_t pid = msb_sandbox_running_pid(st, name);
 	if (pid)
 		return pid;
 	char *data = NULL;
 	size_t len = 0;
-	long owner = 0;
-	if (msb_state_read(st, name, "owner.pid", &data, &len, NULL) == 0) {
-		owner = strtol(data, NULL, 10);
-		free(data);
-	}
-	char exe[64], target[PATH_MAX];
-	snprintf(exe, sizeof(exe), "/proc/%ld/exe", owner);
-	ssize_t n = owner > 1 ? readlink(exe, target, sizeof(target) - 1) : -1;
-	if (n > 0) {
-		target[n] = '\0';
-		if (strstr(target, "msb"))
-			return (pid_t)owner;
-	}
 	if (msb_state_read(st, name, "ephemeral", &data, &len, NULL) == 0) {
 		free(data);
 		msb_state_sandbox_remove(st, name, NULL);
@@ -385,6 +373,16 @@ int cmd_start(const struct cli_command *cmd, int argc, char **argv)
 	if (msb_supervisor_pid(st.home, argv[0]))
 		die(1, "start: sandbox '%s' is already running", argv[0]);
 	struct msb_error err = MSB_ERROR_INIT;
+	char *json = NULL;
+	size_t jl = 0;
+	struct msb_spec *spec = NULL;
+	/* Best effort: a spec that no longer loads is the supervisor's to report. */
+	if (msb_state_read(&st, argv[0], "spec.json", &json, &jl, NULL) == 0 &&
+	    msb_spec_from_json(json, jl, &spec, NULL) == 0 &&
+	    msb_volumes_resolve(st.home, spec, NULL) == 0)
+		msb_volumes_shared_check(&st, argv[0], spec, cli_warn_line, NULL);
+	free(json);
+	msb_spec_free(spec);
 	if (cli_spawn_supervisor(&st, argv[0], &err) < 0)
 		die(1, "start: %s", err.msg);
 	msb_state_close(&st);

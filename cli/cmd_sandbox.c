@@ -26,6 +26,7 @@
 #include "suggest.h"
 #include "sandbox.h"
 #include "state.h"
+#include "volume.h"
 
 struct sandbox_args {
 	struct msb_spec *spec;
@@ -259,10 +260,11 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 	if (s->workdir)
 		printf("%-10s %s\n", "workdir", s->workdir);
 	for (size_t i = 0; i < s->nvolumes; i++)
-		printf("%-10s %s%s -> %s (%s%s)\n", "volume", s->volumes[i].named ? "volume " : "",
-		       s->volumes[i].source, s->volumes[i].target,
-		       s->volumes[i].read_only ? "ro" : "rw",
-		       s->volumes[i].noexec ? ",noexec" : "");
+		printf("%-10s %s%s -> %s (%s%s%s)\n", "volume",
+		       s->volumes[i].named ? "volume " : "", s->volumes[i].source,
+		       s->volumes[i].target, s->volumes[i].read_only ? "ro" : "rw",
+		       s->volumes[i].noexec ? ",noexec" : "",
+		       s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? ",identity=off" : "");
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		printf("%-10s %s, only at ", "secret", s->secrets[i].env);
 		for (size_t j = 0; j < s->secrets[i].nhosts; j++)
@@ -337,6 +339,7 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull)
 		random_name(name, sizeof(name));
 	else
 		snprintf(name, sizeof(name), "%s", spec->name);
+	msb_volumes_shared_check(&st, name, spec, cli_warn_line, NULL);
 	char *json = msb_spec_to_json(spec, 1);
 	if (!json || msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", json ? err.msg : "out of memory");
@@ -391,6 +394,7 @@ static int create_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pul
 		snprintf(name, sizeof(name), "%s", spec->name);
 	else
 		random_name(name, sizeof(name));
+	msb_volumes_shared_check(&st, name, spec, cli_warn_line, NULL);
 	if (msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(1, "create: %s", err.msg);
 	msb_free(json);
@@ -421,6 +425,9 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 			die_input(&err);
 		msb_image_ref_free(&ref);
 	}
+	/* Named volumes must exist (looked up, never created: a bad command leaves nothing). */
+	if (msb_volumes_resolve(NULL, a.spec, &err) < 0)
+		die_input(&err);
 	struct msb_registry reg = {0};
 	cli_load_registry(&reg, 1);
 	const struct msb_module *mods[MSB_SLOT_COUNT] = {0};

@@ -28,6 +28,8 @@ static const struct cli_command commands[] = {
 	{"logs", "NAME", "print a sandbox's console and supervisor logs", cmd_logs, help_simple},
 	{"image", "COMMAND ...", "manage images: pull, ls, inspect, rm, prune, load, save",
 	 cmd_image, help_image, 1},
+	{"volume", "COMMAND ...", "manage named volumes: create, ls, inspect, rm", cmd_volume,
+	 help_volume, 1},
 	{"pull", "REFERENCE [OPTIONS]", "pull an image (short for msb image pull)", cmd_pull,
 	 help_pull},
 	{"registry", "login|logout REGISTRY ...", "store or forget a registry's credentials",
@@ -68,6 +70,12 @@ static void usage(FILE *out)
 	fprintf(out, "\nRun 'msb COMMAND --help' for a command's options.\n"
 		     "Environment: MSB_HOME (state), MSB_PLUGIN_PATH (modules), MSB_CONFIG "
 		     "(config file), MSB_LOG (error|warn|info|debug).\n");
+}
+
+void cli_warn_line(const char *line, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "msb: warning: %s\n", line);
 }
 
 void help_simple(const struct cli_command *cmd)

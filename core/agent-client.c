@@ -77,6 +77,9 @@ struct msb_agent_client {
 	uint64_t ping_sent, ping_acked;
 	uint32_t pings_outstanding;
 	int shutdown_sent, shutdown_acked;
+	/* One MOUNT at a time: sent, answered, and the answer. */
+	int mount_sent, mount_done, mount_errno;
+	char mount_msg[MSB_AGENT_CLIENT_MSG_MAX];
 	uint8_t ebuf[MSB_AGENT_FRAME_MAX]; /* one encoded exec request */
 };
 
@@ -372,6 +375,18 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 			return die(c, err, -EPROTO, "unexpected SHUTDOWN_ACK");
 		c->shutdown_acked = 1;
 		return 0;
+
+	case MSB_AGENT_MOUNTED: {
+		int32_t e = msb_agent_get_i32(p);
+		if (!c->mount_sent || c->mount_done)
+			return die(c, err, -EPROTO, "MOUNTED without a MOUNT");
+		if (e < 0 || e > 4095)
+			return die(c, err, -EPROTO, "MOUNTED with errno %d", e);
+		c->mount_done = 1;
+		c->mount_errno = e;
+		sanitize(c->mount_msg, sizeof(c->mount_msg), p + 8, msb_agent_get_u32(p + 4));
+		return 0;
+	}
 
 	case MSB_AGENT_WINDOW:
 		if (s->state != S_RUNNING || !(s->flags & MSB_AGENT_EXEC_STDIN))
@@ -899,6 +914,39 @@ int msb_agent_client_ping(struct msb_agent_client *c, int timeout_ms, struct msb
 	c->ping_sent = nonce;
 	c->pings_outstanding++;
 	return pump_until(c, ping_done, &nonce, timeout_ms, "PONG", err);
+}
+
+static int mount_answered(struct msb_agent_client *c, void *arg)
+{
+	(void)arg;
+	return c->mount_done;
+}
+
+int msb_agent_client_mount(struct msb_agent_client *c, const struct msb_agent_mount *m,
+			   int timeout_ms, struct msb_error *err)
+{
+	int r = check_alive(c, err);
+	if (r < 0)
+		return r;
+	if (c->mount_sent && !c->mount_done)
+		return msb_error_set(err, -EBUSY, "mount: another MOUNT is unanswered");
+	int len = msb_agent_mount_encode(m, c->ebuf, sizeof(c->ebuf));
+	if (len < 0)
+		return msb_error_set(err, len, "mount %s on %s: %s", m->tag ? m->tag : "?",
+				     m->path ? m->path : "?",
+				     len == -EMSGSIZE ? "request too large for the protocol"
+						      : "invalid request");
+	r = sq_frame(c, MSB_AGENT_MOUNT, 0, c->ebuf, (size_t)len, 1);
+	if (r < 0)
+		return msb_error_set(err, r, "mount: send queue full");
+	c->mount_sent = 1;
+	c->mount_done = 0;
+	r = pump_until(c, mount_answered, NULL, timeout_ms, "the agent's answer to MOUNT", err);
+	if (r < 0)
+		return r;
+	if (c->mount_errno)
+		return msb_error_set(err, -c->mount_errno, "%s", c->mount_msg);
+	return 0;
 }
 
 static int shutdown_done(struct msb_agent_client *c, void *arg)

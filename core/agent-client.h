@@ -184,6 +184,15 @@ int msb_agent_client_ping(struct msb_agent_client *c, int timeout_ms, struct msb
 int msb_agent_client_shutdown(struct msb_agent_client *c, uint32_t mode, int timeout_ms,
 			      struct msb_error *err);
 
+/*
+ * Ask the agent to mount virtio-fs share m->tag on m->path (blocking, up to
+ * timeout_ms) and wait for its MOUNTED.  0, or -errno with the guest's
+ * (sanitized) message in err when the agent could not; -ETIMEDOUT, -EPROTO
+ * as usual.  One mount at a time; call in the order the mounts must happen.
+ */
+int msb_agent_client_mount(struct msb_agent_client *c, const struct msb_agent_mount *m,
+			   int timeout_ms, struct msb_error *err);
+
 /* ---- driving the connection ---------------------------------------------- */
 
 int msb_agent_client_fd(const struct msb_agent_client *c);

@@ -108,17 +108,13 @@ int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *e
 	 * (Network rules are not refused: without the network module the guest
 	 * has no network device at all, which is stricter than any rule.)
 	 */
-	if (spec->nvolumes || spec->nsecrets || spec->npublish)
+	if (spec->nsecrets || spec->npublish)
 		return msb_error_set(
 			err, -ENOTSUP,
 			"%s not supported yet (the %s module is not built); nothing was "
 			"started",
-			spec->nvolumes	 ? "--volume is"
-			: spec->nsecrets ? "--secret is"
-					 : "--publish is",
-			spec->nvolumes	 ? "storage"
-			: spec->nsecrets ? "secrets"
-					 : "network");
+			spec->nsecrets ? "--secret is" : "--publish is",
+			spec->nsecrets ? "secrets" : "network");
 	return 0;
 }
 
@@ -145,14 +141,102 @@ static int read_root_image(const char *state_dir, char **path, struct msb_error 
 	return *path ? 0 : msb_error_set(err, -ENOMEM, "out of memory");
 }
 
+/*
+ * Open one share per volume and give each to the hypervisor as a virtio-fs
+ * device (before start).  What was opened is in sb->shares[0..nshares),
+ * closed by msb_sandbox_stop after the VM is gone.
+ */
+static int shares_open(struct msb_sandbox *sb, const struct msb_spec *spec, const char *name,
+		       const char *spec_json, struct msb_error *err)
+{
+	const struct msb_module *hv = sb->hv_module, *st = sb->storage_module;
+	if (!spec->nvolumes)
+		return 0;
+	if (!st)
+		return msb_error_set(err, -ENOENT,
+				     "--volume needs a storage module, and '%s' "
+				     "was not found (see msb plugins)",
+				     msb_spec_module(spec, MSB_SLOT_STORAGE));
+	if (!(hv->desc.features & MSB_HV_F_VIRTIO_FS) || !hv->ops.hv.add_fs)
+		return msb_error_set(err, -ENOTSUP,
+				     "--volume: hypervisor module '%s' has no virtio-fs device",
+				     hv->name);
+	sb->shares = calloc(spec->nvolumes, sizeof(*sb->shares));
+	if (!sb->shares)
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	int r = msb_instance_create(st, name, sb->state_dir, spec_json, NULL, &sb->storage, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < spec->nvolumes; i++) {
+		const struct msb_volume *v = &spec->volumes[i];
+		char tag[sizeof(sb->shares[i].tag)];
+		snprintf(tag, sizeof(tag), MSB_SHARE_TAG_FMT, i);
+		if (!v->host_path && v->named)
+			return msb_error_set(err, -EINVAL, "volume '%s' was not resolved",
+					     v->source);
+		struct msb_share share = {
+			.size = sizeof(share),
+			.host_path = v->host_path ? v->host_path : v->source,
+			.guest_path = v->target,
+			.read_only = v->read_only,
+			.noexec = v->noexec,
+			.tag = tag,
+			.identity = (uint32_t)v->identity,
+		};
+		struct msb_fs_server *srv = &sb->shares[i];
+		memset(srv, 0, sizeof(*srv));
+		srv->size = sizeof(*srv);
+		r = st->ops.storage.share_open(sb->storage->inst, &share, srv, err);
+		if (r < 0) {
+			msb_error_prefix(err, "storage module '%s': volume %s:%s: ", st->name,
+					 v->source, v->target);
+			return r;
+		}
+		sb->nshares = i + 1;
+		/* The tag is the core's choice, whatever the module wrote there. */
+		srv->size = sizeof(*srv);
+		snprintf(srv->tag, sizeof(srv->tag), "%s", tag);
+		r = hv->ops.hv.add_fs(sb->hv->inst, srv, err);
+		if (r < 0) {
+			msb_error_prefix(err, "hypervisor module '%s': volume %s:%s: ", hv->name,
+					 v->source, v->target);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Ask the agent to mount every share, in spec order (nested targets after their parents). */
+static int shares_mount(struct msb_sandbox *sb, const struct msb_spec *spec, int timeout_ms,
+			struct msb_error *err)
+{
+	for (size_t i = 0; i < spec->nvolumes; i++) {
+		const struct msb_volume *v = &spec->volumes[i];
+		struct msb_agent_mount m = {
+			.flags = (v->read_only ? MSB_AGENT_MOUNT_RO : 0) |
+				 (v->noexec ? MSB_AGENT_MOUNT_NOEXEC : 0),
+			.tag = sb->shares[i].tag,
+			.path = v->target,
+		};
+		int r = msb_agent_client_mount(sb->agent, &m, timeout_ms, err);
+		if (r < 0) {
+			msb_error_prefix(err, "volume %s:%s: ", v->source, v->target);
+			return r;
+		}
+	}
+	return 0;
+}
+
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
-		     const struct msb_module *hv, const struct msb_assets *assets,
-		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
-		     int timeout_ms, struct msb_error *err)
+		     const struct msb_module *hv, const struct msb_module *storage,
+		     const struct msb_assets *assets, const char *state_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err)
 {
 	memset(sb, 0, sizeof(*sb));
 	sb->agent_fd = -1;
 	sb->hv_module = hv;
+	sb->storage_module = storage;
 	int r;
 	sb->state_dir = strdup(state_dir);
 	if (!sb->state_dir || asprintf(&sb->upper, "%s/" MSB_UPPER_FILE, state_dir) < 0 ||
@@ -175,9 +259,10 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	}
 	const char *name = spec->name ? spec->name : "msb";
 	r = msb_instance_create(hv, name, state_dir, json, NULL, &sb->hv, err);
-	free(json);
-	if (r < 0)
+	if (r < 0) {
+		free(json);
 		goto fail;
+	}
 	char cmdline[512];
 	snprintf(cmdline, sizeof(cmdline), "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s",
 		 name);
@@ -196,8 +281,16 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	struct msb_disk upper = {.size = sizeof(upper), .path = sb->upper, .serial = "msb-upper"};
 	if ((r = o->configure(sb->hv->inst, &cfg, err)) < 0 ||
 	    (r = o->add_disk(sb->hv->inst, &root, err)) < 0 ||
-	    (r = o->add_disk(sb->hv->inst, &upper, err)) < 0 ||
-	    (r = o->start(sb->hv->inst, err)) < 0 ||
+	    (r = o->add_disk(sb->hv->inst, &upper, err)) < 0) {
+		free(json);
+		msb_error_prefix(err, "hypervisor module '%s': ", hv->name);
+		goto fail;
+	}
+	r = shares_open(sb, spec, name, json, err);
+	free(json);
+	if (r < 0)
+		goto fail;
+	if ((r = o->start(sb->hv->inst, err)) < 0 ||
 	    (r = o->agent_connect(sb->hv->inst, &sb->agent_fd, err)) < 0) {
 		msb_error_prefix(err, "hypervisor module '%s': ", hv->name);
 		goto fail;
@@ -232,6 +325,10 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 			goto fail;
 		}
 	}
+	/* The shares, before anything else can run in the guest. */
+	long long left = deadline - now_ms();
+	if ((r = shares_mount(sb, spec, left > 10000 ? (int)left : 10000, err)) < 0)
+		goto fail;
 	msb_error_clear(err);
 	return 0;
 fail:
@@ -249,6 +346,15 @@ void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms)
 		msb_instance_destroy(sb->hv);
 		sb->hv = NULL;
 	}
+	/* Only now, with the VM (and its virtio-fs workers) gone, may the servers go. */
+	for (size_t i = sb->nshares; i-- > 0;)
+		sb->storage_module->ops.storage.share_close(sb->storage->inst, &sb->shares[i]);
+	sb->nshares = 0;
+	free(sb->shares);
+	sb->shares = NULL;
+	if (sb->storage)
+		msb_instance_destroy(sb->storage);
+	sb->storage = NULL;
 	if (sb->agent)
 		msb_agent_client_free(sb->agent);
 	sb->agent = NULL;

@@ -29,6 +29,9 @@ int msb_assets_find(const struct msb_spec *spec, const char *build_root, struct 
 		    struct msb_error *err);
 void msb_assets_free(struct msb_assets *a);
 
+/* The virtio-fs tag of the i-th volume: "msbfs0", "msbfs1", ... */
+#define MSB_SHARE_TAG_FMT "msbfs%zu"
+
 /* Files of a sandbox's state directory that hold its disks. */
 #define MSB_ROOT_IMAGE_FILE "root.image" /* the shared root image's path, one line */
 #define MSB_UPPER_FILE	    "upper.ext4"
@@ -42,6 +45,11 @@ int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *e
 struct msb_sandbox {
 	const struct msb_module *hv_module;
 	struct msb_instance *hv;
+	/* Shares: one storage instance, one open file server per spec volume. */
+	const struct msb_module *storage_module;
+	struct msb_instance *storage;
+	struct msb_fs_server *shares;
+	size_t nshares; /* opened so far: what stop closes */
 	struct msb_agent_client *agent;
 	int agent_fd;
 	char *state_dir;
@@ -53,13 +61,18 @@ struct msb_sandbox {
 /*
  * Boot the sandbox whose state directory is state_dir (it holds the disks
  * msb_rootfs_prepare made, and the console log) and wait until its agent
- * said HELLO (timeout_ms).  On failure everything made is undone and err says
- * why — with the guest's last words when its kernel panicked.
+ * said HELLO (timeout_ms).  With volumes (their host_path resolved, see
+ * msb_volumes_resolve), a `storage` module instance serves one share per
+ * volume, tagged msbfs0, msbfs1, ... in spec order, each a virtio-fs device,
+ * and the agent mounts them, in order, before this returns: no workload
+ * runs without its shares.  On failure everything made is undone and err
+ * says why — with the guest's last words when its kernel panicked.
  */
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
-		     const struct msb_module *hv, const struct msb_assets *assets,
-		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
-		     int timeout_ms, struct msb_error *err);
+		     const struct msb_module *hv, const struct msb_module *storage,
+		     const struct msb_assets *assets, const char *state_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err);
 /*
  * Orderly stop: the agent syncs and powers off; then the VM is torn down
  * (killed after timeout_ms).  Safe on a half-booted sandbox.

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <msb/msb-plugin.h>
+
 #include "error.h"
 #include "suggest.h"
 
@@ -45,8 +47,9 @@ static const struct msb_spec_option options[] = {
 	 "publish a guest port on the host (127.0.0.1 unless ADDR)"},
 	{"user", 'u', MSB_OPT_VALUE, "USER[:GROUP]", "run commands as this user (name or uid)"},
 	{"security", 0, MSB_OPT_VALUE, "default|restricted", "guest security profile"},
-	{"volume", 'v', MSB_OPT_REPEAT, "HOST:GUEST[:ro|rw][,noexec]",
-	 "share a host directory (or a named volume) into the guest"},
+	{"volume", 'v', MSB_OPT_REPEAT, "SRC:GUEST[:OPTS]",
+	 "share a host directory or named volume (SRC: /path, ./path or NAME; OPTS: ro|rw, "
+	 "noexec, identity=strict|off)"},
 	{"secret", 0, MSB_OPT_REPEAT, "ENV@HOST[,HOST...]",
 	 "a secret from the host environment, usable only at HOST"},
 	{"secret-file", 0, MSB_OPT_REPEAT, "ENV=PATH", "read secret ENV's value from PATH"},
@@ -102,6 +105,7 @@ void msb_spec_free(struct msb_spec *s)
 	for (size_t i = 0; i < s->nvolumes; i++) {
 		free(s->volumes[i].source);
 		free(s->volumes[i].target);
+		free(s->volumes[i].host_path);
 	}
 	free(s->volumes);
 	for (size_t i = 0; i < s->nsecrets; i++) {
@@ -463,7 +467,7 @@ static int guest_path(const char *opt, const char *full, const char *p, char **o
 
 static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 {
-	static const char expected[] = "expected HOST:GUEST[:ro|rw][,noexec]";
+	static const char expected[] = "expected HOST:GUEST[:ro|rw][,noexec][,identity=strict|off]";
 	if (strlen(v) >= PATH_TEXT_MAX * 2)
 		return msb_error_set(err, -EINVAL, "--volume '%.*s': too long", Q, v);
 	cleanup_free char *buf = strdup(v);
@@ -474,12 +478,13 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 		return msb_error_set(err, -EINVAL, "--volume '%.*s': %s", Q, v, expected);
 	*guest++ = '\0';
 	char *opts = strchr(guest, ':');
-	int ro = 0, noexec = 0;
+	int ro = 0, noexec = 0, identity = MSB_SHARE_IDENTITY_STRICT;
 	if (opts) {
 		*opts++ = '\0';
-		static const char *const words[] = {"ro", "rw", "noexec", NULL};
+		static const char *const words[] = {
+			"ro", "rw", "noexec", "identity=strict", "identity=off", NULL};
 		char *save = NULL;
-		int seen_mode = 0;
+		int seen_mode = 0, seen_identity = 0;
 		for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
 			if (strcmp(o, "ro") == 0 || strcmp(o, "rw") == 0) {
 				if (seen_mode++)
@@ -489,17 +494,25 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 				ro = o[1] == 'o';
 			} else if (strcmp(o, "noexec") == 0) {
 				noexec = 1;
+			} else if (strcmp(o, "identity=strict") == 0 ||
+				   strcmp(o, "identity=off") == 0) {
+				if (seen_identity++)
+					return msb_error_set(
+						err, -EINVAL,
+						"--volume '%.*s': identity given twice", Q, v);
+				identity = o[9] == 'o' ? MSB_SHARE_IDENTITY_OFF
+						       : MSB_SHARE_IDENTITY_STRICT;
 			} else {
 				const char *m = msb_suggest(o, words);
 				return msb_error_set(
 					err, -EINVAL,
 					"--volume '%.*s': unknown option '%.*s' (expected "
-					"ro, rw or noexec)%s%s%s",
+					"ro, rw, noexec or identity=strict|off)%s%s%s",
 					Q, v, Q, o, m ? "; did you mean '" : "", m ? m : "",
 					m ? "'?" : "");
 			}
 		}
-		if (!seen_mode && !noexec)
+		if (!seen_mode && !noexec && !seen_identity)
 			return msb_error_set(err, -EINVAL, "--volume '%.*s': empty options (%s)", Q,
 					     v, expected);
 	}
@@ -507,7 +520,8 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 	int r = guest_path("--volume", v, guest, &target, err);
 	if (r < 0)
 		return r;
-	struct msb_volume vol = {.read_only = ro, .noexec = noexec, .target = target};
+	struct msb_volume vol = {
+		.read_only = ro, .noexec = noexec, .identity = identity, .target = target};
 	if (buf[0] == '/' || buf[0] == '.' || strchr(buf, '/')) {
 		vol.source = strdup(buf); /* resolved against the host in validate */
 	} else if (msb_name_valid(buf)) {
@@ -811,8 +825,19 @@ static int add_default_rules(struct msb_spec *s, struct msb_error *err)
 	return msb_net_rules_parse("allow@public,allow@dns", &s->rules, &s->nrules, err);
 }
 
+/*
+ * Guest paths a share may not cover: the agent's own directory and the API
+ * filesystems it mounts (a share there would hide /proc or /dev from the
+ * workload, or the agent's channel from the agent).  The agent refuses them
+ * too, after resolving symlinks inside the guest.
+ */
+static const char *const reserved_targets[] = {"/.msb", "/proc", "/sys", "/dev", "/run"};
+
 static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 {
+	if (s->nvolumes > MSB_VOLUMES_MAX)
+		return msb_error_set(err, -EINVAL, "--volume: %zu volumes (expected at most %d)",
+				     s->nvolumes, MSB_VOLUMES_MAX);
 	for (size_t i = 0; i < s->nvolumes; i++) {
 		struct msb_volume *v = &s->volumes[i];
 		if (strcmp(v->target, "/") == 0)
@@ -821,27 +846,42 @@ static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 				"--volume %s:%s: cannot mount over the guest's / (expected "
 				"a directory below it)",
 				v->source, v->target);
-		if (strcmp(v->target, "/.msb") == 0 || strncmp(v->target, "/.msb/", 6) == 0)
-			return msb_error_set(
-				err, -EINVAL,
-				"--volume %s:%s: /.msb is reserved for the guest agent", v->source,
-				v->target);
+		for (size_t k = 0; k < sizeof(reserved_targets) / sizeof(reserved_targets[0]);
+		     k++) {
+			const char *t = reserved_targets[k];
+			size_t tl = strlen(t);
+			if (strncmp(v->target, t, tl) == 0 &&
+			    (v->target[tl] == '\0' || v->target[tl] == '/'))
+				return msb_error_set(
+					err, -EINVAL,
+					"--volume %s:%s: %s is %s (expected a guest path outside "
+					"/proc, /sys, /dev, /run and /.msb)",
+					v->source, v->target, t,
+					k == 0 ? "reserved for the guest agent"
+					       : "an API filesystem the guest agent mounts");
+		}
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(s->volumes[j].target, v->target) == 0)
 				return msb_error_set(err, -EINVAL,
 						     "--volume: guest path %s is used twice",
 						     v->target);
 		if (v->named) {
-			/* Named volumes live in MSB_HOME; the storage module checks them. */
+			/* Named volumes live in MSB_HOME: msb_volumes_resolve checks them. */
 			continue;
 		}
 		char real[PATH_MAX];
-		if (!realpath(v->source, real))
+		struct stat st;
+		if (!realpath(v->source, real) || stat(real, &st) < 0)
 			return msb_error_errno(
 				err, -errno,
 				"--volume %s:%s: host path '%s' (expected an existing "
-				"directory or file)",
+				"directory)",
 				v->source, v->target, v->source);
+		if (!S_ISDIR(st.st_mode))
+			return msb_error_set(err, -ENOTDIR,
+					     "--volume %s:%s: host path '%s' is not a directory "
+					     "(expected a directory: shares are directories)",
+					     v->source, v->target, v->source);
 		char *c = strdup(real);
 		if (!c)
 			return msb_error_set(err, -ENOMEM, "out of memory");
@@ -1085,12 +1125,15 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 		json_string(s->security == MSB_SECURITY_RESTRICTED ? "restricted" : "default"));
 	json_t *vols = json_array();
 	for (size_t i = 0; i < s->nvolumes; i++)
-		json_array_append_new(vols, json_pack("{s:s,s:s,s:s,s:b,s:b}", "type",
-						      s->volumes[i].named ? "volume" : "bind",
-						      "source", s->volumes[i].source, "target",
-						      s->volumes[i].target, "read_only",
-						      s->volumes[i].read_only, "noexec",
-						      s->volumes[i].noexec));
+		json_array_append_new(
+			vols,
+			json_pack("{s:s,s:s,s:s,s:b,s:b,s:s}", "type",
+				  s->volumes[i].named ? "volume" : "bind", "source",
+				  s->volumes[i].source, "target", s->volumes[i].target, "read_only",
+				  s->volumes[i].read_only, "noexec", s->volumes[i].noexec,
+				  "identity",
+				  s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? "off"
+										   : "strict"));
 	json_object_set_new(root, "volumes", vols);
 	json_t *secrets = json_array();
 	for (size_t i = 0; i < s->nsecrets; i++) {
@@ -1271,16 +1314,18 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 		return json_fail(err, "volumes", "an array");
 	json_array_foreach(vols, i, v)
 	{
-		const char *src, *dst;
+		const char *src, *dst, *identity = "strict";
 		int ro = 0, noexec = 0;
-		if (json_unpack(v, "{s:s,s:s,s?b,s?b}", "source", &src, "target", &dst, "read_only",
-				&ro, "noexec", &noexec) < 0)
+		if (json_unpack(v, "{s:s,s:s,s?b,s?b,s?s}", "source", &src, "target", &dst,
+				"read_only", &ro, "noexec", &noexec, "identity", &identity) < 0)
 			return json_fail(err, "volumes", "objects with source and target");
 		if (strchr(src, ':') || strchr(dst, ':'))
 			return json_fail(err, "volumes", "paths without ':'");
+		if (strcmp(identity, "strict") != 0 && strcmp(identity, "off") != 0)
+			return json_fail(err, "volumes", "identity \"strict\" or \"off\"");
 		cleanup_free char *buf = NULL;
-		if (asprintf(&buf, "%s:%s:%s%s", src, dst, ro ? "ro" : "rw",
-			     noexec ? ",noexec" : "") < 0)
+		if (asprintf(&buf, "%s:%s:%s%s,identity=%s", src, dst, ro ? "ro" : "rw",
+			     noexec ? ",noexec" : "", identity) < 0)
 			return msb_error_set(err, -ENOMEM, "out of memory");
 		if ((r = msb_spec_set(s, "volume", buf, err)) < 0)
 			return r;

@@ -27,12 +27,21 @@ enum msb_module_slot {
 enum msb_egress { MSB_EGRESS_UNSET = 0, MSB_EGRESS_ALLOW, MSB_EGRESS_DENY };
 enum msb_security { MSB_SECURITY_DEFAULT = 0, MSB_SECURITY_RESTRICTED };
 
+/* Volumes a sandbox may have (each is one virtio-fs device). */
+#define MSB_VOLUMES_MAX 8
+
 struct msb_volume {
 	char *source; /* absolute host path, or a volume name when named */
 	char *target; /* absolute guest path */
 	int named;
 	int read_only;
 	int noexec;
+	int identity; /* enum msb_share_identity: strict (default) or off */
+	/*
+	 * The directory served, once resolved (msb_volumes_resolve, core/volume.h):
+	 * source for a bind, the named volume's data directory.  Not in the JSON.
+	 */
+	char *host_path;
 };
 
 struct msb_publish {

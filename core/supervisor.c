@@ -35,6 +35,7 @@
 #include "sandbox.h"
 #include "spec.h"
 #include "state.h"
+#include "volume.h"
 
 #define FRAME_BUF (MSB_AGENT_HEADER_SIZE + MSB_AGENT_FRAME_MAX)
 /* A client that lets this much output pile up is not reading: it is dropped. */
@@ -550,6 +551,30 @@ pid_t msb_supervisor_pid(const char *home, const char *name)
 	return 0;
 }
 
+pid_t msb_sandbox_running_pid(struct msb_state *st, const char *name)
+{
+	pid_t pid = msb_supervisor_pid(st->home, name);
+	if (pid)
+		return pid;
+	/* msb run hosts its VM itself (after exec'ing msb-supervisor run): its owner.pid. */
+	char *data = NULL;
+	size_t len = 0;
+	long owner = 0;
+	if (msb_state_read(st, name, "owner.pid", &data, &len, NULL) == 0) {
+		owner = strtol(data, NULL, 10);
+		free(data);
+	}
+	char exe[64], target[PATH_MAX];
+	snprintf(exe, sizeof(exe), "/proc/%ld/exe", owner);
+	ssize_t n = owner > 1 ? readlink(exe, target, sizeof(target) - 1) : -1;
+	if (n > 0) {
+		target[n] = '\0';
+		if (strstr(target, "msb"))
+			return (pid_t)owner;
+	}
+	return 0;
+}
+
 /* ---- the supervisor ---------------------------------------------------------- */
 
 static void ready(int fd, const char *msg)
@@ -693,6 +718,13 @@ int msb_sandbox_load(const char *home, const char *name, const char *build_root,
 						  msb_spec_module(l->spec, MSB_SLOT_HV))))
 		r = msb_error_set(err, -ENOENT, "hypervisor module '%s' not found",
 				  msb_spec_module(l->spec, MSB_SLOT_HV));
+	if (r == 0 && l->spec->nvolumes &&
+	    !(l->storage = msb_registry_find(&l->reg, MSB_PLUGIN_STORAGE,
+					     msb_spec_module(l->spec, MSB_SLOT_STORAGE))))
+		r = msb_error_set(err, -ENOENT, "storage module '%s' not found (see msb plugins)",
+				  msb_spec_module(l->spec, MSB_SLOT_STORAGE));
+	if (r == 0)
+		r = msb_volumes_resolve(home, l->spec, err);
 	if (r == 0)
 		r = msb_assets_find(l->spec, build_root, &l->assets, err);
 	if (r < 0)
@@ -707,6 +739,7 @@ void msb_sandbox_unload(struct msb_loaded *l)
 	msb_spec_free(l->spec);
 	l->spec = NULL;
 	l->hv = NULL;
+	l->storage = NULL;
 }
 
 int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root)
@@ -728,7 +761,7 @@ int msb_supervise(const char *home, const char *name, int ready_fd, const char *
 	const char *dir = l.dir;
 	if (r == 0) {
 		s->spec = l.spec;
-		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, &l.assets, dir, &sup_ops, s,
+		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, l.storage, &l.assets, dir, &sup_ops, s,
 				     s->spec->max_duration_ms && s->spec->max_duration_ms < 120000
 					     ? (int)s->spec->max_duration_ms
 					     : 120000,

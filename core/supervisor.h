@@ -41,9 +41,13 @@ struct msb_loaded {
 	struct msb_spec *spec;
 	struct msb_registry reg;
 	const struct msb_module *hv;
+	const struct msb_module *storage; /* NULL when the spec has no volumes */
 	struct msb_assets assets;
 };
-/* Read the sandbox's spec, load the modules it names, find kernel and initramfs. */
+/*
+ * Read the sandbox's spec, load the modules it names, resolve its volumes
+ * (a named volume must still exist), find kernel and initramfs.
+ */
 int msb_sandbox_load(const char *home, const char *name, const char *build_root,
 		     struct msb_loaded *l, struct msb_error *err);
 void msb_sandbox_unload(struct msb_loaded *l);
@@ -54,6 +58,13 @@ void msb_sandbox_unload(struct msb_loaded *l);
  * socket left by a supervisor that died are removed.
  */
 pid_t msb_supervisor_pid(const char *home, const char *name);
+
+/*
+ * Is sandbox `name` running?  Its supervisor's pid (msb create/start), or
+ * the pid of the msb run process hosting it; 0 when neither is alive.
+ */
+struct msb_state;
+pid_t msb_sandbox_running_pid(struct msb_state *st, const char *name);
 
 /* Connect to a running sandbox's control socket. */
 int msb_control_connect(const char *home, const char *name, struct msb_error *err);

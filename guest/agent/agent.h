@@ -7,6 +7,7 @@
  *   serve.c  the protocol loop: sessions, flow control, reaping
  *   exec.c   spawning one session's process (pipes or a pty)
  *   users.c  /etc/passwd and /etc/group, parsed without NSS
+ *   mounts.c the host's virtio-fs shares, mounted on MOUNT
  *
  * Trust: the host is trusted, the workload is not (it may be root in the
  * guest and may rewrite /etc/passwd); the agent's job towards the host is to
@@ -104,6 +105,17 @@ void msb_guest_init_finish(void);
 
 /* Power off or reboot (enum msb_agent_shutdown); never returns. */
 __attribute__((noreturn)) void msb_guest_power(uint32_t mode);
+
+/* ---- mounts.c --------------------------------------------------------------- */
+
+/*
+ * Mount virtio-fs share `tag` on the guest directory `path` (created as
+ * needed), flags MSB_AGENT_MOUNT_*.  0, or a negative errno with a one-line
+ * message in msg: a path that leads through a symlink onto /proc, /sys,
+ * /dev, /run, /.msb, another filesystem, or the root itself is refused.
+ */
+int msb_guest_mount_share(const char *tag, const char *path, uint32_t flags, char *msg,
+			  size_t msg_len);
 
 /* ---- serve.c ---------------------------------------------------------------- */
 

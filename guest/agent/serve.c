@@ -487,6 +487,32 @@ static void handle_stdin(struct session *s, const uint8_t *p, size_t len)
 	write_stdin(s);
 }
 
+/* MOUNT: answered with one MOUNTED, whatever happens. */
+static void handle_mount(const uint8_t *p, size_t len)
+{
+	static char path[MSB_AGENT_STRING_MAX];
+	char tag[MSB_AGENT_TAG_MAX], msg[ERROR_MSG_MAX] = "";
+	struct msb_agent_mount m;
+	int r = msb_agent_mount_decode(p, len, &m, tag, sizeof(tag), path, sizeof(path));
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "malformed mount request");
+	} else if (!g.o->pid1) {
+		/* Test mode runs on a host: never mount anything there. */
+		r = -EPERM;
+		snprintf(msg, sizeof(msg), "mounts are made only as PID 1");
+	} else {
+		r = msb_guest_mount_share(m.tag, m.path, m.flags, msg, sizeof(msg));
+	}
+	if (r < 0)
+		msb_guest_log("%s", msg);
+	uint8_t out[8 + ERROR_MSG_MAX];
+	size_t n = r < 0 ? strnlen(msg, ERROR_MSG_MAX) : 0;
+	msb_agent_put_u32(out, (uint32_t)(r < 0 ? -r : 0));
+	msb_agent_put_u32(out + 4, (uint32_t)n);
+	memcpy(out + 8, msg, n);
+	out_frame(MSB_AGENT_MOUNTED, 0, out, 8 + n);
+}
+
 static void start_shutdown(uint32_t mode)
 {
 	if (g.shutdown_mode)
@@ -535,6 +561,9 @@ static void handle_frame(const struct msb_agent_header *h, const uint8_t *p)
 		break;
 	case MSB_AGENT_PING:
 		out_frame(MSB_AGENT_PONG, 0, p, h->length);
+		break;
+	case MSB_AGENT_MOUNT:
+		handle_mount(p, h->length);
 		break;
 	case MSB_AGENT_SHUTDOWN:
 		v = msb_agent_get_u32(p);

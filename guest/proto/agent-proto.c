@@ -26,6 +26,7 @@ int msb_agent_type_from_guest(uint8_t t)
 	case MSB_AGENT_STARTED:
 	case MSB_AGENT_PONG:
 	case MSB_AGENT_SHUTDOWN_ACK:
+	case MSB_AGENT_MOUNTED:
 	case MSB_AGENT_WINDOW:
 		return 1;
 	default:
@@ -42,6 +43,7 @@ int msb_agent_type_from_host(uint8_t t)
 	case MSB_AGENT_RESIZE:
 	case MSB_AGENT_PING:
 	case MSB_AGENT_SHUTDOWN:
+	case MSB_AGENT_MOUNT:
 	case MSB_AGENT_WINDOW:
 		return 1;
 	default:
@@ -161,6 +163,11 @@ int msb_agent_validate_from_guest(const struct msb_agent_header *h, const uint8_
 		return conn && len <= MSB_AGENT_PING_MAX ? 0 : -EPROTO;
 	case MSB_AGENT_SHUTDOWN_ACK:
 		return conn && len == 0 ? 0 : -EPROTO;
+	case MSB_AGENT_MOUNTED:
+		off = 4;
+		if (!conn || len < 4 || skip_string(payload, len, &off, MSB_AGENT_STRING_MAX - 1))
+			return -EPROTO;
+		return off == len ? 0 : -EPROTO;
 	case MSB_AGENT_WINDOW:
 		return !conn && len == 4 ? 0 : -EPROTO;
 	default:
@@ -192,6 +199,9 @@ int msb_agent_validate_from_host(const struct msb_agent_header *h, const uint8_t
 		return conn && len <= MSB_AGENT_PING_MAX ? 0 : -EPROTO;
 	case MSB_AGENT_SHUTDOWN:
 		return conn && len == 4 ? 0 : -EPROTO;
+	case MSB_AGENT_MOUNT:
+		/* The shape is checked by msb_agent_mount_decode. */
+		return conn && len > 0 ? 0 : -EPROTO;
 	case MSB_AGENT_WINDOW:
 		return !conn && len == 4 ? 0 : -EPROTO;
 	default:
@@ -359,5 +369,70 @@ int msb_agent_exec_decode(const uint8_t *payload, size_t len, struct msb_agent_e
 	}
 	req->argv = argv;
 	req->envp = envp;
+	return 0;
+}
+
+/* ---- mount requests ----------------------------------------------------- */
+
+#define MOUNT_FLAGS (MSB_AGENT_MOUNT_RO | MSB_AGENT_MOUNT_NOEXEC)
+
+/* 1-35 bytes of [A-Za-z0-9_.-]: what a tag may be (msb picks "msbfsN"). */
+static int tag_valid(const char *t, size_t n)
+{
+	if (n == 0 || n >= MSB_AGENT_TAG_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = t[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+int msb_agent_mount_encode(const struct msb_agent_mount *m, uint8_t *out, size_t cap)
+{
+	if (cap > MSB_AGENT_FRAME_MAX)
+		cap = MSB_AGENT_FRAME_MAX;
+	if ((m->flags & ~MOUNT_FLAGS) || !m->tag || !m->path ||
+	    !tag_valid(m->tag, strnlen(m->tag, MSB_AGENT_TAG_MAX)) || m->path[0] != '/')
+		return -EINVAL;
+	if (cap < 4)
+		return -EMSGSIZE;
+	msb_agent_put_u32(out, m->flags);
+	size_t off = 4;
+	if (put_string(out, cap, &off, m->tag) || put_string(out, cap, &off, m->path))
+		return -EMSGSIZE;
+	return (int)off;
+}
+
+int msb_agent_mount_decode(const uint8_t *payload, size_t len, struct msb_agent_mount *m, char *tag,
+			   size_t tag_cap, char *path, size_t path_cap)
+{
+	memset(m, 0, sizeof(*m));
+	if (len > MSB_AGENT_FRAME_MAX || len < 4 || !payload)
+		return -EPROTO;
+	uint32_t flags = msb_agent_get_u32(payload);
+	if (flags & ~MOUNT_FLAGS)
+		return -EPROTO;
+	size_t off = 4, t_end = 4, p_end;
+	/* Shape first, so a malformed request is -EPROTO whatever the buffers. */
+	if (skip_string(payload, len, &t_end, MSB_AGENT_TAG_MAX - 1))
+		return -EPROTO;
+	p_end = t_end;
+	if (skip_string(payload, len, &p_end, MSB_AGENT_STRING_MAX - 1) || p_end != len)
+		return -EPROTO;
+	size_t tn = t_end - off - 4, pn = p_end - t_end - 4;
+	if (!tag_valid((const char *)payload + off + 4, tn) || pn == 0 || payload[t_end + 4] != '/')
+		return -EPROTO;
+	if (!tag || !path || tag_cap < tn + 1 || path_cap < pn + 1)
+		return -E2BIG;
+	memcpy(tag, payload + off + 4, tn);
+	tag[tn] = '\0';
+	memcpy(path, payload + t_end + 4, pn);
+	path[pn] = '\0';
+	m->flags = flags;
+	m->tag = tag;
+	m->path = path;
 	return 0;
 }

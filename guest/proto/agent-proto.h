@@ -51,6 +51,7 @@ enum msb_agent_type {
 	MSB_AGENT_STARTED = 6, /* payload: u32 guest pid */
 	MSB_AGENT_PONG = 7,    /* payload: as PING's */
 	MSB_AGENT_SHUTDOWN_ACK = 8, /* payload: none; disks are synced, power-off follows */
+	MSB_AGENT_MOUNTED = 9,	    /* payload: i32 errno (0: mounted), string message */
 
 	/* host -> agent */
 	MSB_AGENT_EXEC = 32,	 /* payload: struct msb_agent_exec, encoded */
@@ -59,6 +60,7 @@ enum msb_agent_type {
 	MSB_AGENT_RESIZE = 35,	 /* payload: u16 rows, u16 cols (tty sessions) */
 	MSB_AGENT_PING = 36,	 /* payload: up to 64 bytes, echoed */
 	MSB_AGENT_SHUTDOWN = 37, /* payload: u32 enum msb_agent_shutdown */
+	MSB_AGENT_MOUNT = 38,	 /* payload: struct msb_agent_mount, encoded */
 
 	/* both ways */
 	MSB_AGENT_WINDOW = 64, /* payload: u32 bytes of credit granted to the peer */
@@ -72,6 +74,12 @@ enum msb_agent_shutdown {
 /* EXEC flags. */
 #define MSB_AGENT_EXEC_TTY   0x1u /* run on a pty: stdout carries the terminal */
 #define MSB_AGENT_EXEC_STDIN 0x2u /* the host will send STDIN frames (else /dev/null) */
+
+/* MOUNT flags. */
+#define MSB_AGENT_MOUNT_RO     0x1u /* MS_RDONLY (a courtesy: the host enforces read-only) */
+#define MSB_AGENT_MOUNT_NOEXEC 0x2u /* MS_NOEXEC */
+/* A virtio-fs tag: 1 to 35 bytes of [A-Za-z0-9_.-]; the buffer for one. */
+#define MSB_AGENT_TAG_MAX 36
 
 struct msb_agent_header {
 	uint8_t version;
@@ -101,6 +109,18 @@ struct msb_agent_exec {
 	const char **envp;
 };
 
+/*
+ * A mount request: mount the virtio-fs share `tag` on the guest directory
+ * `path` (absolute), with MS_NOSUID|MS_NODEV and the flags' MS_RDONLY and
+ * MS_NOEXEC.  Encoded as: u32 flags, string tag, string path.  The agent
+ * answers each MOUNT, in order, with one MOUNTED.
+ */
+struct msb_agent_mount {
+	uint32_t flags;
+	const char *tag;
+	const char *path;
+};
+
 /* Is t a type the host may receive from the agent? */
 int msb_agent_type_from_guest(uint8_t t);
 /* Is t a type the agent may receive from the host? */
@@ -126,10 +146,12 @@ int msb_agent_header_decode(const uint8_t *in, size_t len, struct msb_agent_head
 int msb_agent_validate_from_guest(const struct msb_agent_header *h, const uint8_t *payload);
 /*
  * Also enforced by msb_agent_validate_from_guest (and its host-side twin):
- * connection frames (HELLO, PONG, SHUTDOWN_ACK; PING, SHUTDOWN) carry
+ * connection frames (HELLO, PONG, SHUTDOWN_ACK, MOUNTED; PING, SHUTDOWN,
+ * MOUNT) carry
  * session 0, every other frame a non-zero session; PONG at most
  * MSB_AGENT_PING_MAX bytes, SHUTDOWN_ACK empty, HELLO/ERROR strings shorter
- * than MSB_AGENT_STRING_MAX with nothing after them.
+ * than MSB_AGENT_STRING_MAX with nothing after them (MOUNTED likewise: i32,
+ * string).
  */
 
 /*
@@ -163,6 +185,23 @@ int msb_agent_get_string(const uint8_t *payload, size_t len, size_t *off, char *
  * argc 0, a NULL argument, unknown flags.
  */
 int msb_agent_exec_encode(const struct msb_agent_exec *req, uint8_t *out, size_t cap);
+
+/*
+ * Encode a mount request into out (capacity cap): the payload length, -EINVAL
+ * for a request that is not one (unknown flags, a tag that is not 1-35 bytes
+ * of [A-Za-z0-9_.-], a path that is not absolute), -EMSGSIZE if it does not
+ * fit.
+ */
+int msb_agent_mount_encode(const struct msb_agent_mount *m, uint8_t *out, size_t cap);
+/*
+ * Decode a mount request (the agent side; fuzzed).  The strings are copied
+ * NUL-terminated into tag (tag_cap >= MSB_AGENT_TAG_MAX) and path (path_cap
+ * >= MSB_AGENT_STRING_MAX suffices).  0, -EPROTO for anything encode would
+ * refuse or trailing bytes, -E2BIG when a buffer is too small.  On error *m
+ * is zeroed.
+ */
+int msb_agent_mount_decode(const uint8_t *payload, size_t len, struct msb_agent_mount *m, char *tag,
+			   size_t tag_cap, char *path, size_t path_cap);
 
 /*
  * Decode an exec request (the agent side; the host never decodes one, but

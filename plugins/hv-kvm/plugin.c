@@ -5,7 +5,8 @@
  * configure() creates the VM (RAM, vCPUs, in-kernel irqchip and PIT), loads
  * the kernel and initramfs, and makes the agent's channel (virtio-console)
  * and an entropy source (virtio-rng); add_disk() adds virtio-blk disks in
- * order (vda, vdb, ...); start() writes the boot structures and runs it.
+ * order (vda, vdb, ...); add_fs() adds one virtio-fs device per share (its
+ * tag names it in the guest); start() writes the boot structures and runs it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -154,6 +155,19 @@ static int kvm_add_disk(void *inst, const struct msb_disk *disk, struct msb_erro
 	return add_vdev(k, d, err);
 }
 
+static int kvm_add_fs(void *inst, const struct msb_fs_server *fs, struct msb_error *err)
+{
+	struct kvm_instance *k = inst;
+	if (!k->configured || k->started)
+		return k->host->error_set(k->host, err, -EINVAL,
+					  "shares are added after configure, before start");
+	struct vdev *d;
+	int r = fs_new(&k->vm, fs, &d, err);
+	if (r < 0)
+		return r;
+	return add_vdev(k, d, err);
+}
+
 static int kvm_start(void *inst, struct msb_error *err)
 {
 	struct kvm_instance *k = inst;
@@ -231,6 +245,7 @@ static const struct msb_hv_ops kvm_ops = {
 	.size = sizeof(struct msb_hv_ops),
 	.configure = kvm_configure,
 	.add_disk = kvm_add_disk,
+	.add_fs = kvm_add_fs,
 	.start = kvm_start,
 	.agent_connect = kvm_agent_connect,
 	.kill = kvm_kill,
@@ -244,7 +259,7 @@ static const struct msb_plugin_desc kvm_desc = {
 	.kind = MSB_PLUGIN_HV,
 	.name = "kvm",
 	.version = "0.2.0",
-	.features = MSB_HV_F_SMP,
+	.features = MSB_HV_F_SMP | MSB_HV_F_VIRTIO_FS,
 	.create = kvm_create,
 	.destroy = kvm_destroy,
 	.ops = &kvm_ops,

@@ -223,6 +223,123 @@ if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
 	check "run IMAGE -- python3 -c: the image's Env, WorkingDir and User" "/work 1000 1 3" "$out"
 fi
 
+# 10. shares: virtio-fs devices served by the storage module (-v, named volumes)
+# (from here to "# end of shares": self-contained, to run alone while working on it)
+share="$work/share"
+mkdir -p "$share/ro" "$share/rw" "$share/nx" "$share/py"
+echo original >"$share/ro/file"
+echo from-host >"$share/rw/host-file"
+cp "$root/bin/busybox" "$share/nx/busybox"
+chmod 0755 "$share/nx/busybox"
+# One sandbox, three shares: each its own device and tag.
+out=$("$msb" run --rootfs "$root" -v "$share/ro:/mnt/ro:ro" -v "$share/rw:/mnt/rw" \
+	-v "$share/nx:/mnt/nx:rw,noexec" -- sh -c '
+	echo x >/mnt/ro/file 2>/dev/null && echo ro-write || echo ro-refused
+	mount -o remount,rw /mnt/ro 2>/dev/null && echo remounted
+	echo y >/mnt/ro/file 2>/dev/null && echo ro-write-after-remount || echo ro-still-refused
+	touch /mnt/ro/new 2>/dev/null && echo ro-create || echo ro-create-refused
+	cat /mnt/rw/host-file; echo from-guest >/mnt/rw/guest-file; mkdir /mnt/rw/dir
+	/mnt/nx/busybox true 2>/dev/null && echo nx-ran || echo nx-refused
+	grep -c " virtiofs " /proc/mounts' 2>"$work/err")
+rc=$?
+case "$out" in
+*ro-write*|*ro-create$'\n'*) fail "share ro: a root process cannot write it, even after remount,rw" "$out" ;;
+*ro-refused*ro-still-refused*ro-create-refused*) pass "share ro: a root process cannot write it, even after remount,rw" ;;
+*) fail "share ro: a root process cannot write it, even after remount,rw" "rc $rc: $out $(head -c 300 "$work/err")" ;;
+esac
+check "share ro: the host file is unchanged, nothing created" "original no-new" \
+	"$(cat "$share/ro/file") $([ -e "$share/ro/new" ] && echo new || echo no-new)"
+check "share rw: host files appear in the guest" "from-host" "$(echo "$out" | grep from-host)"
+check "share rw: guest writes appear on the host" "from-guest dir" \
+	"$(cat "$share/rw/guest-file" 2>/dev/null) $([ -d "$share/rw/dir" ] && echo dir)"
+check "share noexec: exec is refused" "nx-refused" "$(echo "$out" | grep '^nx-')"
+check "shares: three shares, three virtiofs mounts" 3 "$(echo "$out" | tail -1)"
+out=$("$msb" run --rootfs "$root" -v "$share/nx:/mnt/nx" -- /mnt/nx/busybox echo exec-ok 2>&1)
+check "share without noexec: exec works" "exec-ok" "$out"
+# A running sandbox sees host writes made after it started.
+"$msb" create --rootfs "$root" --name sharebox -v "$share/rw:/mnt/rw" >/dev/null 2>"$work/err" ||
+	fail "create with a share" "$(cat "$work/err")"
+echo late >"$share/rw/late-file"
+check "share rw: host writes while the sandbox runs appear in it" "late" \
+	"$("$msb" exec sharebox -- cat /mnt/rw/late-file 2>&1)"
+# The same host directory writable in two running sandboxes: a warning.
+"$msb" run --rootfs "$root" -v "$share/rw:/data" -- true 2>"$work/err"
+check "share rw twice: a warning names the other running sandbox" "1" \
+	"$(grep -c "warning: host directory $share/rw is also shared with running sandbox 'sharebox'" "$work/err")"
+"$msb" rm -f sharebox >/dev/null 2>&1
+# Named volumes: data outlives the sandboxes; rm refuses while one uses it.
+"$msb" volume create e2evol >/dev/null 2>"$work/err" || fail "volume create" "$(cat "$work/err")"
+"$msb" run --rootfs "$root" -v e2evol:/v -- sh -c 'echo kept >/v/f' 2>"$work/err"
+out=$("$msb" run --rootfs "$root" -v e2evol:/v:ro -- cat /v/f 2>&1)
+check "named volume: what one sandbox wrote, the next one reads" "kept" "$out"
+check "named volume: its data lives in MSB_HOME/volumes" "kept" \
+	"$(cat "$MSB_HOME/volumes/e2evol/data/f" 2>/dev/null)"
+"$msb" create --rootfs "$root" --name volbox -v e2evol:/v >/dev/null 2>"$work/err" ||
+	fail "create with a named volume" "$(cat "$work/err")"
+"$msb" run --rootfs "$root" -v e2evol:/v -- true 2>"$work/err"
+check "named volume writable in two running sandboxes: a warning" "1" \
+	"$(grep -c "warning: volume 'e2evol' is also mounted into running sandbox 'volbox'" "$work/err")"
+"$msb" volume rm e2evol 2>"$work/err"
+check "volume rm: refused while a sandbox uses it" "1 1" \
+	"$? $(grep -c "used by sandbox volbox (running)" "$work/err")"
+"$msb" rm -f volbox >/dev/null 2>&1
+"$msb" volume rm e2evol 2>"$work/err"
+check "volume rm: removed once unused" "0 gone" \
+	"$? $([ -e "$MSB_HOME/volumes/e2evol" ] && echo left || echo gone)"
+# The agent resolves the guest path inside the guest: a symlink out of the root
+# filesystem (here onto /proc) is refused, and the run leaves nothing.
+cp -a "$root" "$work/root-link"
+ln -s /proc "$work/root-link/evil"
+out=$("$msb" run --rootfs "$work/root-link" -v "$share/rw:/evil/x" -- true 2>&1)
+rc=$?
+check "share onto a symlink to /proc: refused by the agent, nothing left" "125 1 0" \
+	"$rc $(echo "$out" | grep -c "resolves to /proc") $(ls "$MSB_HOME/sandboxes" | wc -l)"
+# Bad -v: one line, exit 2, no sandbox state.
+before=$(ls "$MSB_HOME/sandboxes" | wc -l)
+for bad in "/no/such/dir:/d" "$share/rw:relative" "$share/rw:/" "$share/rw:/.msb/x" \
+	"$share/rw:/proc/x" "$share/rw:/dev" "nosuchvolume:/d"; do
+	out=$("$msb" run --rootfs "$root" -v "$bad" -- true 2>&1)
+	rc=$?
+	if [ "$rc" = 2 ] && [ "$(echo "$out" | wc -l)" = 1 ] && [ "$(ls "$MSB_HOME/sandboxes" | wc -l)" = "$before" ]; then
+		pass "bad -v $bad: one line, exit 2, nothing left ($out)"
+	else
+		fail "bad -v $bad: one line, exit 2, nothing left" "rc $rc: $out"
+	fi
+done
+# pip into a venv on a share (the python image: python3-venv, ensurepip's wheels).
+if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
+	"$msb" image load --tag localhost/e2e/python:1 "$MSB_E2E_PYTHON_IMAGE" >/dev/null 2>&1
+	/usr/bin/python3 - "$share/py" <<'PYEOF'
+import sys, zipfile, hashlib, base64
+d = sys.argv[1]
+files = {
+    "msbdemo.py": "VALUE = 42\n",
+    "msbdemo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: msbdemo\nVersion: 1.0\n",
+    "msbdemo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: msb-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+for name, text in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+    record.append(f"{name},sha256={digest},{len(text.encode())}")
+record.append("msbdemo-1.0.dist-info/RECORD,,")
+with zipfile.ZipFile(f"{d}/msbdemo-1.0-py3-none-any.whl", "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+    z.writestr("msbdemo-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+PYEOF
+	# Minutes under the nested TCG test host (ensurepip writes pip and setuptools
+	# through the share): a longer bound than other checks.
+	out=$(timeout --foreground 900 "$msb_bin" run -u root -v "$share/py:/mnt" localhost/e2e/python:1 -- sh -c '
+		python3 -m venv /mnt/venv &&
+		/mnt/venv/bin/pip install --no-index --disable-pip-version-check -q /mnt/msbdemo-1.0-py3-none-any.whl &&
+		/mnt/venv/bin/python -c "import msbdemo; print(msbdemo.VALUE)"' 2>"$work/err")
+	check "pip install into a venv on a share" "42" "$out"
+	[ "$out" = 42 ] || tail -3 "$work/err"
+	check "the venv is on the host" "yes" \
+		"$(ls "$share"/py/venv/lib/python3*/site-packages/msbdemo.py >/dev/null 2>&1 && echo yes)"
+fi
+# end of shares
+
 rm -rf "$work"
 echo "e2e: $passed passed, $failed failed"
 echo "$passed passed, $failed failed"

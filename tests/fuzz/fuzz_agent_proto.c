@@ -11,9 +11,13 @@
  *     the sessions started, a session ends at most once, an error always
  *     comes with its code and a one-line message, and a dead client stays
  *     dead.
- *  2. The same bytes go through msb_agent_exec_decode (the agent's decoder:
- *     a buggy host must not crash the guest either); a request that decodes
- *     re-encodes to exactly the same bytes.
+ *     When the first byte is odd, a MOUNT is outstanding too, so a MOUNTED
+ *     in the stream is legal once (and checked: errno 0..4095, message
+ *     bounded).
+ *  2. The same bytes go through msb_agent_exec_decode and
+ *     msb_agent_mount_decode (the agent's decoders: a buggy host must not
+ *     crash the guest either); a request that decodes re-encodes to exactly
+ *     the same bytes.
  *  3. Each 12-byte window is a header for header_decode, and a valid one
  *     with the rest as payload goes through validate_from_guest/from_host.
  *
@@ -119,6 +123,12 @@ static void fuzz_client(const uint8_t *data, size_t size)
 		CHECK(tracks[i].id == 0x100u + (uint32_t)i);
 	}
 
+	/* Odd first byte: a MOUNT waits for its answer (a zero timeout returns at once). */
+	if (size && (data[0] & 1)) {
+		struct msb_agent_mount m = {.tag = "msbfs0", .path = "/data"};
+		CHECK(msb_agent_client_mount(c, &m, 0, &err) == -ETIMEDOUT);
+	}
+
 	/* Chunk sizes: 1..256 from the first byte, so frames are split. */
 	size_t chunk = size ? (size_t)data[0] + 1 : 1;
 	size_t off = size ? 1 : 0;
@@ -178,6 +188,27 @@ static void fuzz_exec_decode(const uint8_t *data, size_t size)
 	CHECK(memcmp(again, data, size) == 0);
 }
 
+static void fuzz_mount_decode(const uint8_t *data, size_t size)
+{
+	static char path[MSB_AGENT_STRING_MAX];
+	static uint8_t again[MSB_AGENT_FRAME_MAX];
+	char tag[MSB_AGENT_TAG_MAX];
+	struct msb_agent_mount m;
+
+	if (size > MSB_AGENT_FRAME_MAX)
+		return;
+	int r = msb_agent_mount_decode(data, size, &m, tag, sizeof(tag), path, sizeof(path));
+	if (r < 0) {
+		CHECK(r == -EPROTO && !m.tag && !m.path);
+		return;
+	}
+	CHECK(m.tag == tag && m.path == path && m.path[0] == '/');
+	CHECK(strlen(m.tag) >= 1 && strlen(m.tag) < MSB_AGENT_TAG_MAX);
+	int n = msb_agent_mount_encode(&m, again, sizeof(again));
+	CHECK(n == (int)size);
+	CHECK(memcmp(again, data, size) == 0);
+}
+
 static void fuzz_headers(const uint8_t *data, size_t size)
 {
 	for (size_t i = 0; i + MSB_AGENT_HEADER_SIZE <= size && i < 64; i++) {
@@ -212,6 +243,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	fuzz_client(data, size);
 	fuzz_exec_decode(data, size);
+	fuzz_mount_decode(data, size);
 	fuzz_headers(data, size);
 	return 0;
 }

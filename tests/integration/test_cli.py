@@ -85,6 +85,23 @@ BAD = [
     (["create", "python", "-v", "/tmp:/data:rw,ro"], "twice"),
     (["create", "python", "-v", "/tmp:/data:r0"], "'r0'"),
     (["create", "python", "-v", "/definitely/not/here:/data"], "/definitely/not/here"),
+    (["create", "python", "-v", "/tmp:/proc"], "API filesystem"),
+    (["create", "python", "-v", "/tmp:/run/x"], "API filesystem"),
+    (["create", "python", "-v", "/tmp:/.msb"], "reserved for the guest agent"),
+    (["create", "python", "-v", "/etc/hostname:/data"], "not a directory"),
+    (["create", "python", "-v", "/tmp:/data:identity=no"], "'identity=no'"),
+    (["create", "python", "-v", "nosuchvol:/data"], "volume 'nosuchvol' does not exist"),
+    (["run", "--rootfs", "/tmp", "-v", "nosuchvol:/data", "--", "true"], "does not exist"),
+    (["volume"], "no command given"),
+    (["volume", "creat", "x"], "did you mean 'create'"),
+    (["volume", "create"], "expected one NAME"),
+    (["volume", "create", "bad/name"], "invalid volume name 'bad/name'"),
+    (["volume", "create", "a", "b"], "expected one NAME"),
+    (["volume", "ls", "extra"], "'extra'"),
+    (["volume", "ls", "--jsn"], "'--jsn'"),
+    (["volume", "inspect"], "expected one NAME"),
+    (["volume", "rm"], "no volume named"),
+    (["volume", "rm", "-x", "v"], "'-x'"),
     (["create", "python", "--secret", "OPENAI_API_KEY=sk-live-123@api.openai.com"],
      "inline value is refused"),
     (["create", "python", "--secret", "OPENAI_API_KEY"], "no @HOST"),
@@ -132,6 +149,72 @@ class Cli(unittest.TestCase):
                     self.assertIn(token, lines[0], args)
                     self.assertEqual(r.stdout, "")
                     self.assertEqual(home_contents(), [], args)
+
+    def test_volumes(self):
+        # No volume store yet: an empty list, and nothing is created by listing.
+        r = run("volume", "ls", "--json")
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (0, []), r.stderr)
+        r = run("volume", "create", "cache")
+        self.assertEqual((r.returncode, r.stdout), (0, "cache\n"), r.stderr)
+        data = os.path.join(HOME, "volumes", "cache", "data")
+        self.assertTrue(os.path.isdir(data))
+        r = run("volume", "create", "cache")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn("already exists", r.stderr)
+        r = run("volume", "inspect", "cache")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        v = json.loads(r.stdout)
+        self.assertEqual((v["name"], v["path"], v["in_use_by"]), ("cache", data, []))
+        self.assertRegex(v["created"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        # -v NAME:GUEST resolves to the volume; --dry-run shows it as a named volume.
+        root = tempfile.mkdtemp(prefix="msb-cli-root-")
+        self.addCleanup(os.rmdir, root)
+        r = run("create", "--rootfs", root, "--name", "box", "-v", "cache:/cache:ro",
+                "-v", f"{root}:/src:identity=off", "--dry-run", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        spec = json.loads(r.stdout)
+        self.assertEqual(spec["volumes"][0], {"type": "volume", "source": "cache",
+                                              "target": "/cache", "read_only": True,
+                                              "noexec": False, "identity": "strict"})
+        self.assertEqual(spec["volumes"][1]["identity"], "off")
+        h = run("create", "--rootfs", root, "-v", "cache:/cache", "--dry-run")
+        self.assertIn("volume cache -> /cache (rw)", h.stdout)
+        # A (stopped) sandbox that names it: rm refuses, naming it; inspect and ls show it.
+        os.makedirs(os.path.join(HOME, "sandboxes", "box"), mode=0o700)
+        with open(os.path.join(HOME, "sandboxes", "box", "spec.json"), "w") as f:
+            f.write(r.stdout)
+        r = run("volume", "inspect", "cache")
+        self.assertEqual(json.loads(r.stdout)["in_use_by"],
+                         [{"sandbox": "box", "status": "stopped", "read_only": True}])
+        r = run("volume", "ls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.splitlines()[1], r"^cache\s+\S+Z\s+box$")
+        r = run("volume", "rm", "cache")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn("used by sandbox box (stopped)", r.stderr)
+        self.assertTrue(os.path.isdir(data))
+        # Files in it go with it under -f; the name is free again.
+        with open(os.path.join(data, "f"), "w") as f:
+            f.write("x")
+        r = run("volume", "rm", "-f", "cache")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(HOME, "volumes", "cache")))
+        self.assertEqual(os.listdir(os.path.join(HOME, "volumes")), ["lock"])
+        for argv in (["volume", "inspect", "cache"], ["volume", "rm", "cache"]):
+            r = run(*argv)
+            self.assertEqual(r.returncode, 1, argv)
+            self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+            self.assertIn("no volume named 'cache'", r.stderr)
+        r = run("create", "--rootfs", root, "-v", "cache:/cache", "--dry-run")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("volume 'cache' does not exist", r.stderr)
+        r = run("volume", "--help")
+        self.assertEqual(r.returncode, 0)
+        for word in ("create", "ls", "inspect", "rm", "-v NAME:/guest/path"):
+            self.assertIn(word, r.stdout)
+        self.assertIn("volume", run("--help").stdout)
 
     def test_secret_value_not_echoed(self):
         r = run("create", "python", "--secret", "K=hunter2-sekrit@x.example.com")

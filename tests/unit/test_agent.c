@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +70,7 @@ static void test_header_hostile(void **state)
 	b[0] = 0;
 	assert_int_equal(msb_agent_header_decode(b, sizeof(b), &h), -EPROTO);
 
-	static const uint8_t unknown[] = {0, 9, 31, 38, 63, 65, 255};
+	static const uint8_t unknown[] = {0, 10, 31, 39, 63, 65, 255};
 	for (size_t i = 0; i < sizeof(unknown); i++) {
 		frame(b, unknown[i], 1, 0);
 		assert_int_equal(msb_agent_header_decode(b, sizeof(b), &h), -EPROTO);
@@ -137,7 +138,8 @@ static void test_validate_from_guest(void **state)
 	assert_int_equal(validate(MSB_AGENT_SHUTDOWN_ACK, 7, p, 0), -EPROTO);
 	/* Host-to-agent types never come from the guest. */
 	static const uint8_t host_types[] = {MSB_AGENT_EXEC,   MSB_AGENT_STDIN, MSB_AGENT_SIGNAL,
-					     MSB_AGENT_RESIZE, MSB_AGENT_PING,	MSB_AGENT_SHUTDOWN};
+					     MSB_AGENT_RESIZE, MSB_AGENT_PING,	MSB_AGENT_SHUTDOWN,
+					     MSB_AGENT_MOUNT};
 	for (size_t i = 0; i < sizeof(host_types); i++) {
 		assert_int_equal(validate(host_types[i], 1, p, 4), -EPROTO);
 		assert_int_equal(validate(host_types[i], 0, p, 4), -EPROTO);
@@ -164,10 +166,91 @@ static void test_validate_from_guest(void **state)
 	msb_agent_put_u32(p + 4, MSB_AGENT_STRING_MAX);
 	memset(p + 8, 'a', MSB_AGENT_STRING_MAX);
 	assert_int_equal(validate(MSB_AGENT_ERROR, 3, p, 8 + MSB_AGENT_STRING_MAX), -EPROTO);
+	/* MOUNTED: a connection frame, i32 then a string (empty is fine). */
+	n = u32_string(p, 0, "", 0, 0);
+	assert_int_equal(validate(MSB_AGENT_MOUNTED, 0, p, (uint32_t)n), 0);
+	assert_int_equal(validate(MSB_AGENT_MOUNTED, 1, p, (uint32_t)n), -EPROTO);
+	assert_int_equal(validate(MSB_AGENT_MOUNTED, 0, p, 4), -EPROTO);
+	n = u32_string(p, 13, "denied", 6, 1); /* trailing byte */
+	assert_int_equal(validate(MSB_AGENT_MOUNTED, 0, p, (uint32_t)n), -EPROTO);
 	/* Bad header fields are caught here too. */
 	struct msb_agent_header h = {
 		.version = 1, .type = MSB_AGENT_STDOUT, .session = 1, .length = 1, .flags = 1};
 	assert_int_equal(msb_agent_validate_from_guest(&h, p), -EPROTO);
+}
+
+static void test_mount_codec(void **state)
+{
+	(void)state;
+	uint8_t p[MSB_AGENT_FRAME_MAX];
+	char tag[MSB_AGENT_TAG_MAX], path[MSB_AGENT_STRING_MAX];
+	struct msb_agent_mount m = {.flags = MSB_AGENT_MOUNT_RO | MSB_AGENT_MOUNT_NOEXEC,
+				    .tag = "msbfs0",
+				    .path = "/data/with space/ü"};
+	int n = msb_agent_mount_encode(&m, p, sizeof(p));
+	assert_true(n > 0);
+	struct msb_agent_mount d;
+	assert_int_equal(
+		msb_agent_mount_decode(p, (size_t)n, &d, tag, sizeof(tag), path, sizeof(path)), 0);
+	assert_int_equal(d.flags, m.flags);
+	assert_string_equal(d.tag, "msbfs0");
+	assert_string_equal(d.path, m.path);
+	/* The host side validates it as a connection frame. */
+	struct msb_agent_header h = {
+		.version = MSB_AGENT_PROTO_VERSION, .type = MSB_AGENT_MOUNT, .length = (uint32_t)n};
+	assert_int_equal(msb_agent_validate_from_host(&h, p), 0);
+	h.session = 1;
+	assert_int_equal(msb_agent_validate_from_host(&h, p), -EPROTO);
+	/* Buffers too small for a well-formed request: -E2BIG, not -EPROTO. */
+	assert_int_equal(msb_agent_mount_decode(p, (size_t)n, &d, tag, 3, path, sizeof(path)),
+			 -E2BIG);
+	assert_int_equal(msb_agent_mount_decode(p, (size_t)n, &d, tag, sizeof(tag), path, 4),
+			 -E2BIG);
+	/* Trailing bytes, truncation, unknown flags. */
+	assert_int_equal(
+		msb_agent_mount_decode(p, (size_t)n + 1, &d, tag, sizeof(tag), path, sizeof(path)),
+		-EPROTO);
+	for (int cut = 0; cut < n; cut++)
+		assert_int_equal(msb_agent_mount_decode(p, (size_t)cut, &d, tag, sizeof(tag), path,
+							sizeof(path)),
+				 -EPROTO);
+	msb_agent_put_u32(p, 4);
+	assert_int_equal(
+		msb_agent_mount_decode(p, (size_t)n, &d, tag, sizeof(tag), path, sizeof(path)),
+		-EPROTO);
+	assert_null(d.tag);
+	/* What encode refuses, decode refuses too (hand-built payloads). */
+	static const struct {
+		const char *tag, *path;
+	} bad[] = {{"", "/data"},
+		   {"msbfs0!", "/data"},
+		   {"a/b", "/data"},
+		   {"0123456789012345678901234567890123456", "/data"}, /* 37 bytes */
+		   {"msbfs0", "relative"},
+		   {"msbfs0", ""}};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct msb_agent_mount b = {.tag = bad[i].tag, .path = bad[i].path};
+		assert_int_equal(msb_agent_mount_encode(&b, p, sizeof(p)), -EINVAL);
+		size_t tl = strlen(bad[i].tag), pl = strlen(bad[i].path), off = 4;
+		msb_agent_put_u32(p, 0);
+		msb_agent_put_u32(p + off, (uint32_t)tl);
+		memcpy(p + off + 4, bad[i].tag, tl);
+		off += 4 + tl;
+		msb_agent_put_u32(p + off, (uint32_t)pl);
+		memcpy(p + off + 4, bad[i].path, pl);
+		off += 4 + pl;
+		assert_int_equal(
+			msb_agent_mount_decode(p, off, &d, tag, sizeof(tag), path, sizeof(path)),
+			-EPROTO);
+	}
+	/* 35 bytes is the longest tag. */
+	struct msb_agent_mount b = {.tag = "01234567890123456789012345678901234", .path = "/x"};
+	n = msb_agent_mount_encode(&b, p, sizeof(p));
+	assert_true(n > 0);
+	assert_int_equal(
+		msb_agent_mount_decode(p, (size_t)n, &d, tag, sizeof(tag), path, sizeof(path)), 0);
+	b.flags = 8;
+	assert_int_equal(msb_agent_mount_encode(&b, p, sizeof(p)), -EINVAL);
 }
 
 static void test_get_string(void **state)
@@ -566,6 +649,54 @@ static void test_client_hostile(void **state)
 	s.len = 0;
 	put_hello(&s, 2, "future");
 	assert_int_equal(msb_agent_client_feed(c, s.b, s.len, &err), -EPROTONOSUPPORT);
+	msb_agent_client_free(c);
+}
+
+static void test_client_mount(void **state)
+{
+	(void)state;
+	static struct stream s;
+	struct record rec = {0};
+	struct msb_error err = MSB_ERROR_INIT;
+	uint32_t id;
+	uint8_t p[64];
+
+	/* MOUNTED with no MOUNT outstanding: the guest is lying. */
+	s.len = 0;
+	size_t n = u32_string(p, 0, "", 0, 0);
+	put(&s, MSB_AGENT_MOUNTED, 0, p, n);
+	expect_violation(&s, 0, 0, -EPROTO);
+
+	/* A refusal comes back as its errno and message, sanitized; then one succeeds. */
+	struct msb_agent_client *c = fake_client(&rec, &id, 0);
+	s.len = 0;
+	put_hello(&s, MSB_AGENT_PROTO_VERSION, "t");
+	assert_int_equal(msb_agent_client_feed(c, s.b, s.len, &err), 0);
+	struct msb_agent_mount m = {.tag = "msbfs0", .path = "/data"};
+	/* Without a transport the wait runs out at once; the MOUNT stays outstanding. */
+	assert_int_equal(msb_agent_client_mount(c, &m, 0, &err), -ETIMEDOUT);
+	s.len = 0;
+	n = u32_string(p, EPERM, "no \x1b[31mway", (uint32_t)strlen("no \x1b[31mway"), 0);
+	put(&s, MSB_AGENT_MOUNTED, 0, p, n);
+	assert_int_equal(msb_agent_client_feed(c, s.b, s.len, &err), 0);
+	msb_agent_client_free(c);
+
+	/* An impossible errno is a violation. */
+	c = fake_client(&rec, &id, 0);
+	s.len = 0;
+	put_hello(&s, MSB_AGENT_PROTO_VERSION, "t");
+	assert_int_equal(msb_agent_client_feed(c, s.b, s.len, &err), 0);
+	assert_int_equal(msb_agent_client_mount(c, &m, 0, &err), -ETIMEDOUT);
+	s.len = 0;
+	n = u32_string(p, (uint32_t)-5, "", 0, 0);
+	put(&s, MSB_AGENT_MOUNTED, 0, p, n);
+	assert_int_equal(msb_agent_client_feed(c, s.b, s.len, &err), -EPROTO);
+	msb_agent_client_free(c);
+
+	/* Requests the protocol cannot carry are refused before anything is sent. */
+	c = fake_client(&rec, &id, 0);
+	struct msb_agent_mount bad = {.tag = "bad tag", .path = "/data"};
+	assert_int_equal(msb_agent_client_mount(c, &bad, 0, &err), -EINVAL);
 	msb_agent_client_free(c);
 }
 
@@ -1283,6 +1414,43 @@ static void test_ping_release(void **state)
 	assert_int_equal(msb_agent_client_ping(a->c, 5000, &err), 0);
 }
 
+/* MOUNT in test mode: answered (never performed on the host), in order. */
+static void test_mount_refused_off_pid1(void **state)
+{
+	struct agent *a = *state;
+	struct msb_error err = MSB_ERROR_INIT;
+	struct msb_agent_mount m = {.tag = "msbfs0", .path = "/data"};
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(msb_agent_client_mount(a->c, &m, 5000, &err), -EPERM);
+		assert_non_null(strstr(err.msg, "PID 1"));
+	}
+	char path[300];
+	snprintf(path, sizeof(path), "%s/data", a->root);
+	assert_int_equal(access(path, F_OK), -1); /* nothing was created */
+	/* A malformed one is answered too (EPROTO; read raw: the client sent no MOUNT), and
+	 * the agent lives on. */
+	int fd = msb_agent_client_fd(a->c);
+	uint8_t b[MSB_AGENT_HEADER_SIZE + 8] = {0};
+	msb_agent_header_encode(b, MSB_AGENT_MOUNT, 0, 8); /* flags, then a bad length */
+	msb_agent_put_u32(b + MSB_AGENT_HEADER_SIZE + 4, 100);
+	assert_int_equal(write(fd, b, sizeof(b)), (ssize_t)sizeof(b));
+	uint8_t r[MSB_AGENT_HEADER_SIZE + 8 + 1024];
+	size_t got = 0;
+	struct msb_agent_header h;
+	while (got < MSB_AGENT_HEADER_SIZE + 8) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		assert_int_equal(poll(&pfd, 1, 5000), 1);
+		ssize_t k = read(fd, r + got, sizeof(r) - got);
+		assert_true(k > 0);
+		got += (size_t)k;
+	}
+	assert_int_equal(msb_agent_header_decode(r, got, &h), 0);
+	assert_int_equal(h.type, MSB_AGENT_MOUNTED);
+	assert_int_equal(msb_agent_get_u32(r + MSB_AGENT_HEADER_SIZE), EPROTO);
+	assert_int_equal(got, MSB_AGENT_HEADER_SIZE + h.length);
+	assert_int_equal(msb_agent_client_ping(a->c, 5000, &err), 0);
+}
+
 /* A hostile host (well, a buggy one): the agent drops bad frames and lives. */
 static void test_agent_survives_bad_frames(void **state)
 {
@@ -1315,6 +1483,8 @@ int main(void)
 		cmocka_unit_test(test_header_hostile),
 		cmocka_unit_test(test_validate_from_guest),
 		cmocka_unit_test(test_get_string),
+		cmocka_unit_test(test_mount_codec),
+		cmocka_unit_test(test_client_mount),
 		cmocka_unit_test(test_exec_round_trip),
 		cmocka_unit_test(test_exec_limits),
 		cmocka_unit_test(test_client_valid_stream_bytewise),
@@ -1323,13 +1493,21 @@ int main(void)
 	};
 #define AGENT_TEST(f) cmocka_unit_test_setup_teardown(f, agent_setup, agent_teardown)
 	const struct CMUnitTest agent[] = {
-		AGENT_TEST(test_echo_exit_codes), AGENT_TEST(test_signal_death),
-		AGENT_TEST(test_stdin),		  AGENT_TEST(test_large_output),
-		AGENT_TEST(test_concurrent),	  AGENT_TEST(test_stdout_stderr),
-		AGENT_TEST(test_exec_errors),	  AGENT_TEST(test_user),
-		AGENT_TEST(test_cwd_env),	  AGENT_TEST(test_signal),
-		AGENT_TEST(test_orphans),	  AGENT_TEST(test_tty),
-		AGENT_TEST(test_ping_release),	  AGENT_TEST(test_agent_survives_bad_frames),
+		AGENT_TEST(test_echo_exit_codes),
+		AGENT_TEST(test_signal_death),
+		AGENT_TEST(test_stdin),
+		AGENT_TEST(test_large_output),
+		AGENT_TEST(test_concurrent),
+		AGENT_TEST(test_stdout_stderr),
+		AGENT_TEST(test_exec_errors),
+		AGENT_TEST(test_user),
+		AGENT_TEST(test_cwd_env),
+		AGENT_TEST(test_signal),
+		AGENT_TEST(test_orphans),
+		AGENT_TEST(test_tty),
+		AGENT_TEST(test_ping_release),
+		AGENT_TEST(test_agent_survives_bad_frames),
+		AGENT_TEST(test_mount_refused_off_pid1),
 	};
 	int failed = cmocka_run_group_tests_name("agent codec and client", codec, NULL, NULL);
 	failed += cmocka_run_group_tests_name("agent", agent, NULL, NULL);

@@ -145,6 +145,9 @@ static void test_bad_values(void **state)
 		{"volume", "/tmp:/data:rx", "'rx'"},
 		{"volume", "/tmp:/data:ro,rw", "twice"},
 		{"volume", "bad name!:/data", "neither a path nor a volume name"},
+		{"volume", "/tmp:/data:identity=maybe", "'identity=maybe'"},
+		{"volume", "/tmp:/data:identity=of", "did you mean 'identity=off'"},
+		{"volume", "/tmp:/data:identity=off,identity=strict", "identity given twice"},
 		{"secret", "KEY=sk-123@api.example.com", "inline value is refused"},
 		{"secret", "KEY", "no @HOST"},
 		{"secret", "1KEY@x.com", "not an environment variable name"},
@@ -214,6 +217,22 @@ static void test_validation(void **state)
 	expect_invalid(twice, "used twice");
 	static const char *const missing[] = {"image", "x", "volume", "/no/such/dir:/d", NULL};
 	expect_invalid(missing, "/no/such/dir");
+	/* The API filesystems the agent mounts, and below them. */
+	static const char *const api[] = {"/proc",	"/sys/fs", "/dev",
+					  "/dev/shm/x", "/run",	   "/run/a"};
+	for (size_t i = 0; i < sizeof(api) / sizeof(api[0]); i++) {
+		char v[64];
+		snprintf(v, sizeof(v), "/tmp:%s", api[i]);
+		const char *kv[] = {"image", "x", "volume", v, NULL};
+		expect_invalid(kv, "API filesystem");
+	}
+	static const char *const file[] = {"image", "x", "volume", "/etc/hostname:/d", NULL};
+	expect_invalid(file, "not a directory");
+	static const char *const many[] = {
+		"image",   "x",	      "volume",	 "/tmp:/1", "volume",  "/tmp:/2", "volume",
+		"/tmp:/3", "volume",  "/tmp:/4", "volume",  "/tmp:/5", "volume",  "/tmp:/6",
+		"volume",  "/tmp:/7", "volume",	 "/tmp:/8", "volume",  "/tmp:/9", NULL};
+	expect_invalid(many, "at most 8");
 	static const char *const secret[] = {"image", "x", "secret", "MSB_TEST_UNSET_SECRET@x.com",
 					     NULL};
 	expect_invalid(secret, "MSB_TEST_UNSET_SECRET is not set");
@@ -224,6 +243,31 @@ static void test_validation(void **state)
 	expect_invalid(kernel, "/no/such/bzImage");
 	static const char *const rootfs[] = {"rootfs", "/etc/hostname", NULL};
 	expect_invalid(rootfs, "not a directory");
+}
+
+/* Look-alikes of reserved paths are fine; identity=off is kept. */
+static void test_volume_options(void **state)
+{
+	(void)state;
+	static const char *const kv[] = {"image",  "x",
+					 "volume", "/tmp:/procfs:rw,identity=off",
+					 "volume", "/tmp:/devices",
+					 "volume", "/tmp:/x/run:ro",
+					 NULL};
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	if (msb_spec_validate(s, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(s->nvolumes, 3);
+	assert_int_equal(s->volumes[0].identity, 1); /* MSB_SHARE_IDENTITY_OFF */
+	assert_int_equal(s->volumes[0].read_only, 0);
+	assert_int_equal(s->volumes[1].identity, 0);
+	assert_int_equal(s->volumes[2].read_only, 1);
+	char *json = msb_spec_to_json(s, 1);
+	assert_non_null(strstr(json, "\"identity\": \"off\""));
+	assert_non_null(strstr(json, "\"identity\": \"strict\""));
+	msb_free(json);
+	msb_spec_free(s);
 }
 
 static void test_secret_value_never_in_spec(void **state)
@@ -275,7 +319,7 @@ static void test_json_round_trip(void **state)
 					 "security",
 					 "restricted",
 					 "volume",
-					 "/tmp:/data:ro,noexec",
+					 "/tmp:/data:ro,noexec,identity=off",
 					 "volume",
 					 "vol1:/cache",
 					 "secret",
@@ -330,6 +374,9 @@ static void test_json_bad(void **state)
 		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/a:b\",\"target\":\"/"
 		 "x\"}]}",
 		 "volumes"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/tmp\",\"target\":"
+		 "\"/x\",\"identity\":\"maybe\"}]}",
+		 "identity"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"process\":{\"env\":[\"NOEQUALS\"]}}",
 		 "process.env"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"command\":[1]}", "command"},
@@ -377,6 +424,7 @@ int main(void)
 		cmocka_unit_test(test_brief_examples),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_volume_options),
 		cmocka_unit_test(test_secret_value_never_in_spec),
 		cmocka_unit_test(test_json_round_trip),
 		cmocka_unit_test(test_json_bad),

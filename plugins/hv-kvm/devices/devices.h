@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include <msb/msb-error.h>
+#include <msb/msb-plugin.h>
 
 struct vdev;
 struct vm;
@@ -20,5 +21,13 @@ int rng_new(struct vm *vm, struct vdev **out, struct msb_error *err);
  * host's end (owned by the caller).
  */
 int console_new(struct vm *vm, int *host_fd, struct vdev **out, struct msb_error *err);
+
+/*
+ * virtio-fs serving one share through the storage module's server (copied:
+ * srv->ctx must stay valid until the device is freed).  Worker threads of
+ * class MSB_THREAD_IO call srv->handle.
+ */
+int fs_new(struct vm *vm, const struct msb_fs_server *srv, struct vdev **out,
+	   struct msb_error *err);
 
 #endif

@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * virtio-fs (virtio 1.2, 5.11): a FUSE transport.  The file server itself is
+ * the storage module's (struct msb_fs_server); this device only moves
+ * requests between the guest's queues and server->handle.
+ *
+ * Queues: 0 is the high-priority queue (FORGET and friends, no reply), 1..N
+ * are request queues.  Each request is one descriptor chain: the readable
+ * buffers (fuse_in_header, arguments, write data) and then the writable ones
+ * (fuse_out_header, reply).  The chain is walked and checked by the queue
+ * code (virtio/queue.c) before this file sees it: a writable descriptor
+ * before a readable one, a descriptor outside guest RAM, a loop, a chain
+ * longer than the queue or over VQ_CHAIN_BYTES_MAX is rejected and never
+ * followed.  What reaches the server is a set of iovecs inside guest RAM;
+ * their contents are hostile and the server parses them.
+ *
+ * Threads: a queue kick arrives on the VMM thread, which only wakes the
+ * device's worker threads (class MSB_THREAD_IO); they pop chains under the
+ * device lock and call server->handle without any lock held, so a slow
+ * request (a large read, a blocking host file system) never stalls the VMM
+ * thread, other devices, or the vCPUs, and several requests of one queue run
+ * at once (the server may be called from several threads, per the ABI).
+ * Completions go back in whatever order they finish, as virtio allows.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../virtio/mmio.h"
+#include "../vm.h"
+#include "devices.h"
+
+#define FS_DEVICE_ID  26
+#define FS_QUEUE_SIZE 256
+/*
+ * One request queue: Linux's driver (6.1) sends every request on the first
+ * one, so more would only cost memory.  Concurrency comes from the workers.
+ */
+#define FS_REQUEST_QUEUES 1
+#define FS_NQUEUES	  (1 + FS_REQUEST_QUEUES)
+#define FS_WORKERS	  4
+
+/* The FUSE headers this device reads or writes itself (fuse(4) wire format). */
+#define FUSE_IN_HEADER_SIZE  40
+#define FUSE_OUT_HEADER_SIZE 16
+
+_Static_assert(FS_NQUEUES <= VDEV_QUEUES_MAX, "virtio-fs needs more queues than a vdev has");
+
+/* Config space (5.11.4): notify_buf_size is only meaningful with VIRTIO_FS_F_NOTIFICATION. */
+struct fs_config {
+	uint8_t tag[36];
+	uint32_t num_request_queues;
+	uint32_t notify_buf_size;
+} __attribute__((packed));
+
+struct fs;
+
+struct fs_worker {
+	struct fs *fs;
+	unsigned long tid;
+	struct vq_elem elem; /* 8 KiB of iovecs: on the heap, not the thread's stack */
+};
+
+struct fs {
+	struct vdev dev; /* first: the vdev is the fs */
+	struct msb_fs_server srv;
+	struct fs_config cfg;
+	/* Wakes the workers: `kicks` counts queue notifications, `stop` ends them. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	uint64_t kicks;
+	bool stop;
+	/*
+	 * Bumped by a device reset: a request that was in flight across a reset
+	 * is not completed into the new rings (its head means nothing there).
+	 */
+	atomic_uint generation;
+	unsigned nworkers;
+	struct fs_worker *workers[FS_WORKERS];
+};
+
+/*
+ * The request could not be served (the server returned -errno): answer it
+ * with a FUSE error so the guest sees an I/O error instead of waiting
+ * forever.  Returns the bytes written, 0 when the chain has no room for a
+ * reply header or no readable request header to take `unique` from.
+ */
+static uint32_t fs_error_reply(const struct vq_elem *e, int code)
+{
+	uint8_t in[FUSE_IN_HEADER_SIZE];
+	if (e->write_bytes < FUSE_OUT_HEADER_SIZE || vq_read(e, 0, in, sizeof(in)) != sizeof(in))
+		return 0;
+	if (code >= 0 || code < -4095)
+		code = -EIO;
+	uint8_t out[FUSE_OUT_HEADER_SIZE];
+	uint32_t len = FUSE_OUT_HEADER_SIZE;
+	int32_t error = code;
+	memcpy(out, &len, 4);
+	memcpy(out + 4, &error, 4);
+	memcpy(out + 8, in + 8, 8); /* unique: fuse_in_header bytes 8-15 */
+	return (uint32_t)vq_write(e, 0, out, sizeof(out));
+}
+
+/* Serve one chain of queue q; false when the queue had none. */
+static bool fs_serve_one(struct fs *f, unsigned q, struct vq_elem *e)
+{
+	if (vdev_pop(&f->dev, q, e) <= 0)
+		return false;
+	unsigned gen = atomic_load(&f->generation);
+	int n = f->srv.handle(f->srv.ctx, e->read, e->nread, e->write, e->nwrite);
+	uint32_t used;
+	if (n >= 0)
+		/* A server cannot have written more than the chain holds; never claim it did. */
+		used = (uint64_t)n > e->write_bytes ? (uint32_t)e->write_bytes : (uint32_t)n;
+	else
+		used = fs_error_reply(e, n);
+	if (atomic_load(&f->generation) == gen) {
+		vdev_push(&f->dev, q, e->head, used);
+		vdev_signal_used(&f->dev);
+	}
+	return true;
+}
+
+static void *fs_worker_main(void *arg)
+{
+	struct fs_worker *w = arg;
+	struct fs *f = w->fs;
+	pthread_mutex_lock(&f->mu);
+	while (!f->stop) {
+		uint64_t seen = f->kicks;
+		pthread_mutex_unlock(&f->mu);
+		bool did = false;
+		for (unsigned q = 0; q < FS_NQUEUES; q++)
+			while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED) &&
+			       fs_serve_one(f, q, &w->elem))
+				did = true;
+		pthread_mutex_lock(&f->mu);
+		/* A kick that came while we were serving means: look again before sleeping. */
+		if (!did && f->kicks == seen && !f->stop)
+			pthread_cond_wait(&f->cond, &f->mu);
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* VMM thread: only wake the workers. */
+static void fs_notify(struct vdev *d, unsigned q)
+{
+	(void)q;
+	struct fs *f = (struct fs *)d;
+	pthread_mutex_lock(&f->mu);
+	f->kicks++;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void fs_reset(struct vdev *d)
+{
+	struct fs *f = (struct fs *)d;
+	atomic_fetch_add(&f->generation, 1);
+}
+
+static void fs_config_read(struct vdev *d, uint32_t off, uint8_t *data, unsigned len)
+{
+	struct fs *f = (struct fs *)d;
+	memcpy(data, (const uint8_t *)&f->cfg + off, len);
+}
+
+/* Stop and join the workers; the VM's RAM must still be mapped (vm_destroy frees it after). */
+static void fs_stop_workers(struct fs *f)
+{
+	pthread_mutex_lock(&f->mu);
+	__atomic_store_n(&f->stop, true, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+	for (unsigned i = 0; i < f->nworkers; i++) {
+		pthread_join((pthread_t)f->workers[i]->tid, NULL);
+		free(f->workers[i]);
+		f->workers[i] = NULL;
+	}
+	f->nworkers = 0;
+}
+
+static void fs_free(struct vdev *d)
+{
+	struct fs *f = (struct fs *)d;
+	fs_stop_workers(f);
+	pthread_cond_destroy(&f->cond);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}
+
+static const struct vdev_ops fs_ops = {
+	.name = "virtio-fs",
+	.device_id = FS_DEVICE_ID,
+	.nqueues = FS_NQUEUES,
+	.queue_size = FS_QUEUE_SIZE,
+	.features = 0, /* no notification queue, no DAX window */
+	.config_read = fs_config_read,
+	.config_size = sizeof(struct fs_config),
+	.notify = fs_notify,
+	.reset = fs_reset,
+	.free = fs_free,
+};
+
+int fs_new(struct vm *vm, const struct msb_fs_server *srv, struct vdev **out, struct msb_error *err)
+{
+	const struct msb_host *h = vm->host;
+	if (!srv || srv->size < offsetof(struct msb_fs_server, tag) + sizeof(srv->tag) ||
+	    !srv->handle)
+		return h->error_set(h, err, -EINVAL, "virtio-fs: no file server (no handle)");
+	size_t tl = strnlen(srv->tag, sizeof(srv->tag));
+	if (tl == 0 || tl >= sizeof(srv->tag))
+		return h->error_set(h, err, -EINVAL,
+				    "virtio-fs: bad tag (expected 1 to 35 bytes, NUL-terminated)");
+	struct fs *f = calloc(1, sizeof(*f));
+	if (!f)
+		return h->error_set(h, err, -ENOMEM, "out of memory");
+	f->srv = *srv;
+	memcpy(f->cfg.tag, srv->tag, tl); /* NUL-padded, not necessarily terminated (5.11.4) */
+	f->cfg.num_request_queues = FS_REQUEST_QUEUES; /* little-endian hosts only, as KVM on x86 */
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	vdev_init(&f->dev, &fs_ops, f);
+	for (unsigned i = 0; i < FS_WORKERS; i++) {
+		struct fs_worker *w = calloc(1, sizeof(*w));
+		if (!w) {
+			fs_free(&f->dev);
+			return h->error_set(h, err, -ENOMEM, "out of memory");
+		}
+		w->fs = f;
+		char name[16];
+		snprintf(name, sizeof(name), "msb-fs-%.4s%u", srv->tag + (tl > 4 ? tl - 4 : 0), i);
+		int r = h->thread_create(h, MSB_THREAD_IO, name, fs_worker_main, w, &w->tid);
+		if (r < 0) {
+			free(w);
+			fs_free(&f->dev);
+			return h->error_set(h, err, r, "virtio-fs: starting a worker: %s",
+					    strerror(-r));
+		}
+		f->workers[f->nworkers++] = w;
+	}
+	*out = &f->dev;
+	return 0;
+}
