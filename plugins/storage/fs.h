@@ -165,8 +165,8 @@ int fsrv_stat(struct fsrv_inode *ino, struct stat *st);
 
 /* identity.c */
 void fsrv_attr(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, struct fuse_attr *a);
-int fsrv_id_store(struct fsrv *fs, struct fsrv_inode *ino, uint32_t uid, uint32_t gid,
-		  uint32_t mode);
+int fsrv_id_store(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, uint32_t uid,
+		  uint32_t gid, uint32_t mode);
 int fsrv_id_chmod(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, uint32_t mode);
 int fsrv_id_chown(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, uint32_t uid,
 		  uint32_t gid, int set_uid, int set_gid);

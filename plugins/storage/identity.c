@@ -109,11 +109,23 @@ void fsrv_attr(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, s
 	pthread_mutex_unlock(&ino->id_lock);
 }
 
-int fsrv_id_store(struct fsrv *fs, struct fsrv_inode *ino, uint32_t uid, uint32_t gid,
-		  uint32_t mode)
+/*
+ * A new inode's identity.  Nothing is written when it is what the host inode
+ * shows anyway (a file without the xattr shows its host owner and mode): the
+ * common case of a guest creating as the server's own user, where it saves an
+ * xattr write per create.
+ */
+int fsrv_id_store(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, uint32_t uid,
+		  uint32_t gid, uint32_t mode)
 {
+	int rc = 0;
 	pthread_mutex_lock(&ino->id_lock);
-	int rc = id_write(fs, ino, uid, gid, mode);
+	if (st->st_uid == uid && st->st_gid == gid && (st->st_mode & 07777) == (mode & 07777)) {
+		ino->id_loaded = 1;
+		ino->id_set = 0;
+	} else {
+		rc = id_write(fs, ino, uid, gid, mode);
+	}
 	pthread_mutex_unlock(&ino->id_lock);
 	return rc;
 }

@@ -125,13 +125,14 @@ static int fdname(const struct fsrv_inode *ino, char *buf, size_t len)
 }
 
 /*
- * A new inode's guest identity.  STRICT: the creator's uid/gid and the
- * requested mode go into the overlay (a setgid directory's group is
+ * A new inode's guest identity (st: its host attributes).  STRICT: the
+ * creator's uid/gid and the requested mode go into the overlay, unless they
+ * are what the host inode shows anyway (a setgid directory's group is
  * inherited, as on Linux).  OFF: the host file is chowned to the creator,
  * unless the host directory is setgid (then the host kernel already chose).
  */
 static void set_new_identity(struct fsrv *fs, struct fsrv_req *r, struct fsrv_inode *dir,
-			     struct fsrv_inode *ino, uint32_t mode)
+			     struct fsrv_inode *ino, const struct stat *st, uint32_t mode)
 {
 	struct stat dst;
 	if (fsrv_stat(dir, &dst) < 0)
@@ -146,7 +147,7 @@ static void set_new_identity(struct fsrv *fs, struct fsrv_req *r, struct fsrv_in
 				mode |= S_ISGID;
 		}
 		/* Best effort: a file system without xattrs shows host identity. */
-		(void)fsrv_id_store(fs, ino, r->h.uid, gid, mode);
+		(void)fsrv_id_store(fs, ino, st, r->h.uid, gid, mode);
 		return;
 	}
 	gid_t gid = dst.st_mode & S_ISGID ? (gid_t)-1 : r->h.gid;
@@ -163,7 +164,7 @@ static int finish_new(struct fsrv *fs, struct fsrv_req *r, struct fsrv_inode *di
 	int rc = fsrv_lookup(fs, dir, name, &ino, &st);
 	if (rc < 0)
 		return rc;
-	set_new_identity(fs, r, dir, ino, mode);
+	set_new_identity(fs, r, dir, ino, &st, mode);
 	rc = fsrv_stat(ino, &st);
 	if (rc == 0)
 		rc = reply_entry(fs, r, ino, &st);
@@ -666,7 +667,7 @@ static int op_create(struct fsrv *fs, struct fsrv_req *r)
 		}
 	}
 	if (fd >= 0 && created)
-		set_new_identity(fs, r, dir, ino, in.mode & 07777);
+		set_new_identity(fs, r, dir, ino, &st, in.mode & 07777);
 	uint64_t fh = 0;
 	rc = fd;
 	if (fd >= 0)

@@ -18,6 +18,9 @@
  * kernel with EIO so nothing hangs, names the anomaly on stderr, and exits 4.
  * After share_close it checks that nothing is left open (exit 3 otherwise).
  *
+ * --threads N is the most workers that serve at once (default 4); one starts
+ * with the mount and more as requests queue up (see struct fm).
+ *
  * Exit: 0 after SIGTERM/SIGINT or an unmount from outside; 1 for a setup
  * failure (one line on stderr); 2 for bad arguments; 3 fd leak; 4 anomalies.
  */
@@ -26,6 +29,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <poll.h>
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <seccomp.h>
@@ -87,6 +91,23 @@ struct fm {
 	atomic_int stop;
 	atomic_int anomalies;
 	atomic_int fatal; /* a worker could not go on */
+	/*
+	 * Workers.  Only one at a time waits in read(2) on /dev/fuse (the
+	 * "reader"); the others park on pool_cond.  The worker that served the
+	 * last request becomes the reader again when none is, so a serial client
+	 * is served by one warm thread: with several threads waiting in read(2),
+	 * the kernel hands each request to the one that has waited longest, and
+	 * on a machine with fewer cores than workers every request then paid
+	 * for a cold thread on another CPU.  The reader hands over (waking a
+	 * parked worker, or starting one, up to --threads) only where that
+	 * pays (fm_more_wanted).
+	 */
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;
+	int nthreads; /* under pool_lock, as are the two below */
+	int reading;  /* a worker is the reader */
+	int parked;   /* workers waiting on pool_cond */
+	pthread_t threads[FM_MAX_THREADS];
 	/* FUSE_INIT: 0 not yet answered, 1 answered, <0 failed (negative errno). */
 	int init_state;
 	pthread_mutex_t init_lock;
@@ -386,6 +407,61 @@ static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out)
 		fm_check_init(fm, out, (size_t)r);
 }
 
+static void *fm_worker(void *arg);
+
+/* One more worker, unless --threads are running or we are stopping.  Under pool_lock. */
+static int fm_spawn_locked(struct fm *fm)
+{
+	if (atomic_load(&fm->stop) || fm->nthreads >= fm->opt.threads)
+		return 0;
+	int e = pthread_create(&fm->threads[fm->nthreads], NULL, fm_worker, fm);
+	if (e == 0)
+		fm->nthreads++;
+	return e;
+}
+
+/*
+ * The reader took this request: should another worker read meanwhile?  For a
+ * SETLKW, always (it may wait for another client's unlock).  For data
+ * requests (READ, WRITE, FSYNC), when more requests are already queued: the
+ * kernel's readahead and writeback send several at once, and the disk work
+ * of one can overlap the next.  Metadata requests are served inline: handing
+ * over costs a wakeup and a context switch, more than most of them take.
+ */
+static int fm_more_wanted(struct fm *fm, const uint8_t *in, size_t n)
+{
+	struct fuse_in_header ih;
+	if (n < sizeof(ih))
+		return 0;
+	memcpy(&ih, in, sizeof(ih));
+	switch (ih.opcode) {
+	case FUSE_SETLKW:
+		return 1;
+	case FUSE_READ:
+	case FUSE_WRITE:
+	case FUSE_FSYNC: {
+		struct pollfd p = {.fd = fm->fuse_fd, .events = POLLIN};
+		return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+	}
+	default:
+		return 0;
+	}
+}
+
+/* Become the reader, or park until there is none; 0 once stopping.  Under pool_lock. */
+static int fm_take_reader(struct fm *fm)
+{
+	while (!atomic_load(&fm->stop) && fm->reading) {
+		fm->parked++;
+		pthread_cond_wait(&fm->pool_cond, &fm->pool_lock);
+		fm->parked--;
+	}
+	if (atomic_load(&fm->stop))
+		return 0;
+	fm->reading = 1;
+	return 1;
+}
+
 static void *fm_worker(void *arg)
 {
 	struct fm *fm = arg;
@@ -398,22 +474,41 @@ static void *fm_worker(void *arg)
 		kill(getpid(), SIGUSR2);
 		return NULL;
 	}
-	while (!atomic_load(&fm->stop)) {
-		ssize_t n = read(fm->fuse_fd, in, FM_IN_BUF);
+	pthread_mutex_lock(&fm->pool_lock);
+	while (fm_take_reader(fm)) {
+		pthread_mutex_unlock(&fm->pool_lock);
+		ssize_t n;
+		/* ENOENT: a request interrupted before we read it. */
+		do
+			n = read(fm->fuse_fd, in, FM_IN_BUF);
+		while (n < 0 && (errno == EINTR || errno == ENOENT || errno == EAGAIN) &&
+		       !atomic_load(&fm->stop));
 		if (n < 0) {
-			/* ENOENT: a request interrupted before we read it. */
-			if (errno == EINTR || errno == ENOENT || errno == EAGAIN)
-				continue;
-			if (errno != ENODEV) {
-				fm_err("read /dev/fuse: %s", strerror(errno));
-				atomic_store(&fm->fatal, 1);
+			if (!atomic_load(&fm->stop)) {
+				if (errno != ENODEV) {
+					fm_err("read /dev/fuse: %s", strerror(errno));
+					atomic_store(&fm->fatal, 1);
+				}
+				/* ENODEV: unmounted (from outside, or by us): main thread exits. */
+				kill(getpid(), SIGUSR2);
 			}
-			/* ENODEV: unmounted (from outside, or by us): main thread exits. */
-			kill(getpid(), SIGUSR2);
-			break;
+			pthread_mutex_lock(&fm->pool_lock);
+			break; /* still the reader: none of the others reads again */
 		}
+		int more = fm_more_wanted(fm, in, (size_t)n), e = 0;
+		pthread_mutex_lock(&fm->pool_lock);
+		fm->reading = 0;
+		if (more && fm->parked)
+			pthread_cond_signal(&fm->pool_cond);
+		else if (more)
+			e = fm_spawn_locked(fm);
+		pthread_mutex_unlock(&fm->pool_lock);
+		if (e)
+			fm_err("pthread_create: %s (serving with fewer workers)", strerror(e));
 		fm_serve_one(fm, in, (size_t)n, out);
+		pthread_mutex_lock(&fm->pool_lock);
 	}
+	pthread_mutex_unlock(&fm->pool_lock);
 	free(in);
 	free(out);
 	return NULL;
@@ -491,6 +586,8 @@ int main(int argc, char **argv)
 	if (fm_parse_args(argc, argv, &fm.opt) < 0)
 		return FM_EXIT_USAGE;
 	pthread_mutex_init(&fm.init_lock, NULL);
+	pthread_mutex_init(&fm.pool_lock, NULL);
+	pthread_cond_init(&fm.pool_cond, NULL);
 	pthread_cond_init(&fm.init_cond, NULL);
 
 	char host_dir[PATH_MAX], mnt[PATH_MAX];
@@ -526,8 +623,7 @@ int main(int argc, char **argv)
 		return FM_EXIT_SETUP;
 	}
 	int status = FM_EXIT_SETUP;
-	int opened = 0, mounted = 0, nthreads = 0;
-	pthread_t threads[FM_MAX_THREADS];
+	int opened = 0, mounted = 0;
 	struct msb_instance *inst = NULL;
 	if (msb_instance_create(m, "fusemount", state_dir, "{}", NULL, &inst, &err) < 0) {
 		fm_err("creating the storage instance: %s", err.msg);
@@ -581,12 +677,12 @@ int main(int argc, char **argv)
 	}
 	mounted = 1;
 
-	for (; nthreads < fm.opt.threads; nthreads++) {
-		int e = pthread_create(&threads[nthreads], NULL, fm_worker, &fm);
-		if (e) {
-			fm_err("pthread_create: %s", strerror(e));
-			goto out;
-		}
+	pthread_mutex_lock(&fm.pool_lock);
+	int e = fm_spawn_locked(&fm);
+	pthread_mutex_unlock(&fm.pool_lock);
+	if (e) {
+		fm_err("pthread_create: %s", strerror(e));
+		goto out;
 	}
 
 	/* The kernel sends INIT as the first request once mount(2) returns. */
@@ -622,9 +718,15 @@ out:
 	 * until each one has gone.
 	 */
 	atomic_store(&fm.stop, 1);
+	pthread_mutex_lock(&fm.pool_lock); /* no worker starts another after this */
+	int nthreads = fm.nthreads;
+	pthread_mutex_unlock(&fm.pool_lock);
 	for (int i = 0; i < nthreads; i++) {
 		for (;;) {
-			pthread_kill(threads[i], SIGUSR1);
+			pthread_mutex_lock(&fm.pool_lock); /* parked workers */
+			pthread_cond_broadcast(&fm.pool_cond);
+			pthread_mutex_unlock(&fm.pool_lock);
+			pthread_kill(fm.threads[i], SIGUSR1);
 			struct timespec t;
 			clock_gettime(CLOCK_REALTIME, &t);
 			t.tv_nsec += 50 * 1000 * 1000;
@@ -632,7 +734,7 @@ out:
 				t.tv_sec++;
 				t.tv_nsec -= 1000000000L;
 			}
-			if (pthread_timedjoin_np(threads[i], NULL, &t) == 0)
+			if (pthread_timedjoin_np(fm.threads[i], NULL, &t) == 0)
 				break;
 		}
 	}
