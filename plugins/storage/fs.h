@@ -76,7 +76,19 @@ struct fsrv_handle {
 	uint32_t refs, gen, fnext;
 	struct fsrv_inode *inode; /* holds one ref for the handle's life */
 	pthread_mutex_t lock;	  /* directories: lseek + getdents as one step */
+	/*
+	 * Directories: the host stream's state between READDIRs (under lock).
+	 * dnext is the cookie after the last entry sent; dbuf holds entries
+	 * getdents64 returned that did not fit the reply (at most
+	 * FSRV_DIRBUF bytes, allocated only while some are left).
+	 */
+	char *dbuf;
+	uint32_t dpos, dlen;
+	uint64_t dnext;
+	int dvalid;
 };
+
+#define FSRV_DIRBUF 4096
 
 struct fsrv {
 	const struct msb_host *host; /* may be NULL (tests, fuzzer) */

@@ -63,6 +63,7 @@ void fsrv_tables_free(struct fsrv *fs)
 		struct fsrv_handle *h = hslot(fs, s);
 		if (h->fh)
 			close(h->fd);
+		free(h->dbuf);
 	}
 	for (uint32_t s = 1; s < fs->islots; s++) {
 		struct fsrv_inode *i = islot(fs, s);
@@ -340,6 +341,11 @@ static int handle_reap(struct fsrv *fs, struct fsrv_handle *h, struct fsrv_inode
 	int fd = h->fd;
 	uint32_t s = SLOT(h->fh);
 	*ino = h->inode;
+	free(h->dbuf);
+	h->dbuf = NULL;
+	h->dpos = h->dlen = 0;
+	h->dnext = 0;
+	h->dvalid = 0;
 	h->fh = 0;
 	h->fd = -1;
 	h->inode = NULL;

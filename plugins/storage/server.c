@@ -1056,11 +1056,32 @@ static int put_dirent(struct fsrv *fs, struct fsrv_req *r, struct fsrv_inode *di
 }
 
 /*
- * Offsets are the host file system's own d_off cookies: each READDIR seeks
- * to the cookie the guest passes back (that of the last entry it received),
- * so entries that did not fit are read again, and a directory changing
- * between calls still ends, with the host's telldir guarantees.
+ * Offsets are the host file system's own d_off cookies.  A READDIR that
+ * continues where the last one ended (the guest passes back the cookie of
+ * the last entry it received) reads on from the handle's open stream —
+ * first the entries left over from the last getdents64 — without seeking:
+ * on file systems whose cookies are positions (tmpfs, overlayfs over it) a
+ * seek after entries were removed would skip others, and `rm -rf` would
+ * find its directory not empty.  Any other offset (rewinddir, seekdir, a
+ * reply the guest never got) seeks the host stream to that cookie.
  */
+static int dir_emit(struct fsrv *fs, struct fsrv_req *r, struct fsrv_handle *h, const char *buf,
+		    uint32_t *pos, uint32_t len, int plus, size_t cap, size_t *used)
+{
+	while (*pos < len) {
+		const struct linux_dirent64 *d = (const void *)(buf + *pos);
+		if (d->d_reclen == 0 || *pos + d->d_reclen > len) {
+			*pos = len;
+			break;
+		}
+		if (!put_dirent(fs, r, h->inode, d, plus, cap, used))
+			return 1; /* full: *pos is the first entry not sent */
+		h->dnext = (uint64_t)d->d_off;
+		*pos += d->d_reclen;
+	}
+	return 0;
+}
+
 static int do_readdir(struct fsrv *fs, struct fsrv_req *r, int plus)
 {
 	struct fuse_read_in in;
@@ -1079,28 +1100,49 @@ static int do_readdir(struct fsrv *fs, struct fsrv_req *r, int plus)
 		cap = r->out_cap - sizeof(struct fuse_out_header);
 	size_t used = 0;
 	int rc = 0;
-	_Alignas(8) char buf[4096];
+	_Alignas(8) char buf[FSRV_DIRBUF];
 	pthread_mutex_lock(&h->lock);
-	if (lseek(h->fd, (off_t)in.offset, SEEK_SET) < 0)
-		rc = -errno;
-	for (int full = 0; rc == 0 && !full;) {
+	if (!h->dvalid || in.offset != h->dnext) {
+		free(h->dbuf);
+		h->dbuf = NULL;
+		h->dpos = h->dlen = 0;
+		h->dvalid = 0;
+		if (lseek(h->fd, (off_t)in.offset, SEEK_SET) < 0)
+			rc = -errno;
+		h->dnext = in.offset;
+		h->dvalid = rc == 0;
+	}
+	int full = 0;
+	if (rc == 0 && h->dbuf) {
+		full = dir_emit(fs, r, h, h->dbuf, &h->dpos, h->dlen, plus, cap, &used);
+		if (!full) {
+			free(h->dbuf);
+			h->dbuf = NULL;
+			h->dpos = h->dlen = 0;
+		}
+	}
+	while (rc == 0 && !full) {
 		long n = syscall(SYS_getdents64, h->fd, buf, sizeof(buf));
 		if (n < 0) {
 			if (!used)
 				rc = -errno;
+			h->dvalid = 0; /* the stream's position is unknown: seek next time */
 			break;
 		}
 		if (n == 0)
 			break;
-		for (long p = 0; p < n;) {
-			const struct linux_dirent64 *d = (const void *)(buf + p);
-			if (d->d_reclen == 0 || p + d->d_reclen > n)
-				break;
-			if (!put_dirent(fs, r, h->inode, d, plus, cap, &used)) {
-				full = 1;
-				break;
+		uint32_t pos = 0;
+		full = dir_emit(fs, r, h, buf, &pos, (uint32_t)n, plus, cap, &used);
+		if (full) {
+			/* Keep what did not fit for the next READDIR, in order. */
+			h->dbuf = malloc((size_t)n - pos);
+			if (h->dbuf) {
+				memcpy(h->dbuf, buf + pos, (size_t)n - pos);
+				h->dlen = (uint32_t)n - pos;
+				h->dpos = 0;
+			} else {
+				h->dvalid = 0; /* no memory: re-read from the cookie */
 			}
-			p += d->d_reclen;
 		}
 	}
 	pthread_mutex_unlock(&h->lock);

@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/storage/run.py BUILD/tests/storage/msb-fusemount [unittest args]
 
 With no test names, every suite runs (test_harness, test_escape,
-test_readonly, test_identity, test_random_ops).  Examples:
+test_readonly, test_identity, test_random_ops, test_readdir).  Examples:
 
     run.py $H test_escape                     one suite
     run.py $H -k NoOpenat2                    the openat2-fallback variants
@@ -21,7 +21,8 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ['test_harness', 'test_escape', 'test_readonly', 'test_identity', 'test_random_ops']
+SUITES = ['test_harness', 'test_escape', 'test_readonly', 'test_identity', 'test_random_ops',
+          'test_readdir']
 
 
 def server_missing(harness):
