@@ -24,6 +24,18 @@ __attribute__((noreturn)) void die_input(const struct msb_error *err);
 
 const struct cli_command *cli_commands(void);
 
+/* A subcommand of a family (msb image ls, msb volume rm); tables end with a zeroed entry. */
+struct cli_sub {
+	const char *name, *args, *summary, *detail; /* detail: more lines for --help, or NULL */
+	int (*run)(int argc, char **argv);
+	void (*help)(void); /* its own --help, or NULL for name/args/summary/detail */
+};
+/* The family's help: usage, one line per subcommand (args in args_width columns), details. */
+void cli_sub_help(const struct cli_command *cmd, const struct cli_sub *subs, int args_width);
+/* Run argv[0]'s subcommand, or answer its --help; unknown or missing: exit 2, one line. */
+int cli_sub_dispatch(const struct cli_command *cmd, const struct cli_sub *subs, int argc,
+		     char **argv);
+
 /* Command families, one file each. */
 int cmd_version(const struct cli_command *cmd, int argc, char **argv);
 int cmd_plugins(const struct cli_command *cmd, int argc, char **argv);

@@ -26,11 +26,9 @@ static int image_prune(int argc, char **argv);
 static int image_load(int argc, char **argv);
 static int image_save(int argc, char **argv);
 
-static const struct {
-	const char *name, *args, *summary, *detail;
-	int (*run)(int argc, char **argv);
-} subs[] = {
-	{"pull", "REFERENCE [OPTIONS]", "pull an image from its registry", NULL, cli_image_pull},
+static const struct cli_sub subs[] = {
+	{"pull", "REFERENCE [OPTIONS]", "pull an image from its registry", NULL, cli_image_pull,
+	 cli_image_pull_help},
 	{"ls", "[--json]", "list the images in the store",
 	 "Columns: the pinned reference, the manifest digest (short), the size of its blobs,\n"
 	 "whether its root image is built, and the sandboxes made from it.\n",
@@ -59,58 +57,18 @@ static const struct {
 	 "in .tar.  Each name is recorded as io.containerd.image.name and its tag as\n"
 	 "org.opencontainers.image.ref.name.\n",
 	 image_save},
-	{NULL, NULL, NULL, NULL, NULL},
+	{0},
 };
 
 void help_image(const struct cli_command *cmd)
 {
-	printf("Usage: msb %s COMMAND ...\n\n%s.\n\nCommands:\n", cmd->name, cmd->summary);
-	for (size_t i = 0; subs[i].name; i++)
-		printf("  %-8s %-32s %s\n", subs[i].name, subs[i].args, subs[i].summary);
-	/* main.c answers --help anywhere on the line with this, so the details are here too. */
-	for (size_t i = 0; subs[i].name; i++) {
-		if (!subs[i].detail)
-			continue;
-		printf("\nmsb image %s %s\n", subs[i].name, subs[i].args);
-		for (const char *p = subs[i].detail; *p;) {
-			size_t n = strcspn(p, "\n");
-			printf("  %.*s\n", (int)n, p);
-			p += n + (p[n] == '\n');
-		}
-	}
+	cli_sub_help(cmd, subs, 32);
 	printf("\nImages live in MSB_HOME/images; see msb pull --help for pull's options.\n");
 }
 
 int cmd_image(const struct cli_command *cmd, int argc, char **argv)
 {
-	if (argc < 1)
-		die(EXIT_USAGE,
-		    "%s: no command given (expected one of pull, ls, inspect, rm, prune, load, "
-		    "save)",
-		    cmd->name);
-	const char *names[16];
-	size_t n = 0;
-	for (size_t i = 0; subs[i].name; i++) {
-		names[n++] = subs[i].name;
-		if (strcmp(subs[i].name, argv[0]) != 0)
-			continue;
-		for (int j = 1; j < argc && strcmp(argv[j], "--"); j++)
-			if (!strcmp(argv[j], "--help") || !strcmp(argv[j], "-h")) {
-				if (!strcmp(subs[i].name, "pull"))
-					cli_image_pull_help();
-				else
-					printf("Usage: msb image %s %s\n\n%s.\n%s%s", subs[i].name,
-					       subs[i].args, subs[i].summary,
-					       subs[i].detail ? "\n" : "",
-					       subs[i].detail ? subs[i].detail : "");
-				return 0;
-			}
-		return subs[i].run(argc - 1, argv + 1);
-	}
-	names[n] = NULL;
-	const char *m = msb_suggest(argv[0], names);
-	die(EXIT_USAGE, "image: unknown command '%s'%s%s%s (see msb image --help)", argv[0],
-	    m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
+	return cli_sub_dispatch(cmd, subs, argc, argv);
 }
 
 void help_pull(const struct cli_command *cmd)

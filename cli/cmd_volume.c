@@ -17,10 +17,7 @@ static int volume_ls(int argc, char **argv);
 static int volume_inspect(int argc, char **argv);
 static int volume_rm(int argc, char **argv);
 
-static const struct {
-	const char *name, *args, *summary, *detail;
-	int (*run)(int argc, char **argv);
-} subs[] = {
+static const struct cli_sub subs[] = {
 	{"create", "NAME", "create an empty named volume",
 	 "A volume is a directory msb keeps in MSB_HOME/volumes/NAME/data.  Mount it with\n"
 	 "-v NAME:/guest/path[:ro] (msb create, msb run); it outlives every sandbox.\n",
@@ -31,52 +28,19 @@ static const struct {
 	{"rm", "[-f] NAME...", "remove volumes and their data",
 	 "A volume a sandbox names (running or stopped) is refused unless -f is given.\n",
 	 volume_rm},
-	{NULL, NULL, NULL, NULL, NULL},
+	{0},
 };
 
 void help_volume(const struct cli_command *cmd)
 {
-	printf("Usage: msb %s COMMAND ...\n\n%s.\n\nCommands:\n", cmd->name, cmd->summary);
-	for (size_t i = 0; subs[i].name; i++)
-		printf("  %-8s %-16s %s\n", subs[i].name, subs[i].args, subs[i].summary);
-	for (size_t i = 0; subs[i].name; i++) {
-		if (!subs[i].detail)
-			continue;
-		printf("\nmsb volume %s %s\n", subs[i].name, subs[i].args);
-		for (const char *p = subs[i].detail; *p;) {
-			size_t n = strcspn(p, "\n");
-			printf("  %.*s\n", (int)n, p);
-			p += n + (p[n] == '\n');
-		}
-	}
+	cli_sub_help(cmd, subs, 16);
 	printf("\nA writable volume mounted into two running sandboxes connects them: msb\n"
 	       "warns when that happens.\n");
 }
 
 int cmd_volume(const struct cli_command *cmd, int argc, char **argv)
 {
-	if (argc < 1)
-		die(EXIT_USAGE, "%s: no command given (expected one of create, ls, inspect, rm)",
-		    cmd->name);
-	const char *names[8];
-	size_t n = 0;
-	for (size_t i = 0; subs[i].name; i++) {
-		names[n++] = subs[i].name;
-		if (strcmp(subs[i].name, argv[0]) != 0)
-			continue;
-		for (int j = 1; j < argc && strcmp(argv[j], "--"); j++)
-			if (!strcmp(argv[j], "--help") || !strcmp(argv[j], "-h")) {
-				printf("Usage: msb volume %s %s\n\n%s.\n%s%s", subs[i].name,
-				       subs[i].args, subs[i].summary, subs[i].detail ? "\n" : "",
-				       subs[i].detail ? subs[i].detail : "");
-				return 0;
-			}
-		return subs[i].run(argc - 1, argv + 1);
-	}
-	names[n] = NULL;
-	const char *m = msb_suggest(argv[0], names);
-	die(EXIT_USAGE, "volume: unknown command '%s'%s%s%s (see msb volume --help)", argv[0],
-	    m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
+	return cli_sub_dispatch(cmd, subs, argc, argv);
 }
 
 /* Positional names, --json and -f; anything else is an error. */
