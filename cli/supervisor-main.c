@@ -61,7 +61,7 @@ static int run(const char *name)
 	struct msb_sandbox sb;
 	if (msb_sandbox_load(st.home, name, MSB_BUILD_ROOT, &l, &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
-	} else if (msb_sandbox_boot(&sb, l.spec, l.hv, l.storage, &l.assets, l.dir,
+	} else if (msb_sandbox_boot(&sb, l.spec, l.hv, l.storage, l.net, &l.assets, l.dir,
 				    &cli_session_ops, NULL, boot_timeout_ms(), &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
 		msb_sandbox_unload(&l);

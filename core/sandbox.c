@@ -206,6 +206,39 @@ static int shares_open(struct msb_sandbox *sb, const struct msb_spec *spec, cons
 	return 0;
 }
 
+/*
+ * The sandbox's network from the net module: leftovers of dead sandboxes
+ * reaped first, then setup, which fills *attach for the hypervisor.
+ */
+static int net_open(struct msb_sandbox *sb, const struct msb_spec *spec, const char *name,
+		    const char *spec_json, struct msb_net_attach *attach, struct msb_error *err)
+{
+	const struct msb_module *hv = sb->hv_module, *nm = sb->net_module;
+	if (!nm)
+		return msb_error_set(err, -ENOENT,
+				     "network module '%s' not found (see msb plugins); for a "
+				     "sandbox without a network, use --no-net",
+				     msb_spec_module(spec, MSB_SLOT_NET));
+	if (!(hv->desc.features & MSB_HV_F_VIRTIO_NET) || !hv->ops.hv.add_net)
+		return msb_error_set(
+			err, -ENOTSUP,
+			"hypervisor module '%s' has no virtio-net device; use --no-net", hv->name);
+	int r = msb_instance_create(nm, name, sb->state_dir, spec_json, NULL, &sb->net, err);
+	if (r < 0)
+		return r;
+	nm->ops.net.reap(&sb->net->host, NULL);
+	struct msb_net_config cfg = {.size = sizeof(cfg), .enabled = 1};
+	r = nm->ops.net.setup(sb->net->inst, &cfg, attach, err);
+	if (r < 0) {
+		msb_error_prefix(err, "network module '%s': ", nm->name);
+		return r;
+	}
+	sb->net_up = true;
+	if (attach->tap_fd < 0)
+		return msb_error_set(err, -EINVAL, "network module '%s' made no TAP", nm->name);
+	return 0;
+}
+
 /* Ask the agent to mount every share, in spec order (nested targets after their parents). */
 static int shares_mount(struct msb_sandbox *sb, const struct msb_spec *spec, int timeout_ms,
 			struct msb_error *err)
@@ -229,14 +262,15 @@ static int shares_mount(struct msb_sandbox *sb, const struct msb_spec *spec, int
 
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		     const struct msb_module *hv, const struct msb_module *storage,
-		     const struct msb_assets *assets, const char *state_dir,
-		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-		     struct msb_error *err)
+		     const struct msb_module *net, const struct msb_assets *assets,
+		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
+		     int timeout_ms, struct msb_error *err)
 {
 	memset(sb, 0, sizeof(*sb));
 	sb->agent_fd = -1;
 	sb->hv_module = hv;
 	sb->storage_module = storage;
+	sb->net_module = net;
 	int r;
 	sb->state_dir = strdup(state_dir);
 	if (!sb->state_dir || asprintf(&sb->upper, "%s/" MSB_UPPER_FILE, state_dir) < 0 ||
@@ -263,9 +297,21 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		free(json);
 		goto fail;
 	}
-	char cmdline[512];
-	snprintf(cmdline, sizeof(cmdline), "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s",
-		 name);
+	char cmdline[1024];
+	int cl = snprintf(cmdline, sizeof(cmdline),
+			  "msb.root=/dev/vda msb.upper=/dev/vdb msb.hostname=%s", name);
+	struct msb_net_attach attach = {.size = sizeof(attach), .tap_fd = -1, .netns_fd = -1};
+	if (!spec->no_net) {
+		if ((r = net_open(sb, spec, name, json, &attach, err)) < 0) {
+			free(json);
+			goto fail;
+		}
+		snprintf(cmdline + cl, sizeof(cmdline) - (size_t)cl,
+			 " msb.net=%s,%s%s%s%s%s msb.dns=%s msb.mtu=%u", attach.guest_ipv4,
+			 attach.gateway_ipv4, attach.guest_ipv6[0] ? "," : "", attach.guest_ipv6,
+			 attach.guest_ipv6[0] ? "," : "", attach.gateway_ipv6, attach.dns,
+			 attach.mtu ? attach.mtu : 1500);
+	}
 	struct msb_vm_config cfg = {
 		.size = sizeof(cfg),
 		.cpus = spec->cpus,
@@ -284,6 +330,11 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	    (r = o->add_disk(sb->hv->inst, &upper, err)) < 0) {
 		free(json);
 		msb_error_prefix(err, "hypervisor module '%s': ", hv->name);
+		goto fail;
+	}
+	if (sb->net_up && (r = o->add_net(sb->hv->inst, &attach, err)) < 0) {
+		free(json);
+		msb_error_prefix(err, "hypervisor module '%s': network: ", hv->name);
 		goto fail;
 	}
 	r = shares_open(sb, spec, name, json, err);
@@ -355,6 +406,14 @@ void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms)
 	if (sb->storage)
 		msb_instance_destroy(sb->storage);
 	sb->storage = NULL;
+	/* The TAP's last user, the VM, is gone: now the network may go. */
+	if (sb->net) {
+		if (sb->net_up)
+			sb->net_module->ops.net.teardown(sb->net->inst, NULL);
+		msb_instance_destroy(sb->net);
+	}
+	sb->net = NULL;
+	sb->net_up = false;
 	if (sb->agent)
 		msb_agent_client_free(sb->agent);
 	sb->agent = NULL;

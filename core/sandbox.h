@@ -7,6 +7,8 @@
 #ifndef MSB_CORE_SANDBOX_H
 #define MSB_CORE_SANDBOX_H
 
+#include <stdbool.h>
+
 #include <msb/msb.h>
 
 #include "agent-client.h"
@@ -50,6 +52,10 @@ struct msb_sandbox {
 	struct msb_instance *storage;
 	struct msb_fs_server *shares;
 	size_t nshares; /* opened so far: what stop closes */
+	/* The network: a net module instance whose setup made the guest's TAP. */
+	const struct msb_module *net_module;
+	struct msb_instance *net;
+	bool net_up;
 	struct msb_agent_client *agent;
 	int agent_fd;
 	char *state_dir;
@@ -67,12 +73,15 @@ struct msb_sandbox {
  * and the agent mounts them, in order, before this returns: no workload
  * runs without its shares.  On failure everything made is undone and err
  * says why — with the guest's last words when its kernel panicked.
+ * Without --no-net, the `net` module builds the sandbox's network first
+ * (its namespace, TAP and policy) and the guest gets one virtio-net device,
+ * configured by the agent from msb.net/msb.dns/msb.mtu on its command line.
  */
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		     const struct msb_module *hv, const struct msb_module *storage,
-		     const struct msb_assets *assets, const char *state_dir,
-		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
-		     struct msb_error *err);
+		     const struct msb_module *net, const struct msb_assets *assets,
+		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
+		     int timeout_ms, struct msb_error *err);
 /*
  * Orderly stop: the agent syncs and powers off; then the VM is torn down
  * (killed after timeout_ms).  Safe on a half-booted sandbox.

@@ -723,6 +723,13 @@ int msb_sandbox_load(const char *home, const char *name, const char *build_root,
 					     msb_spec_module(l->spec, MSB_SLOT_STORAGE))))
 		r = msb_error_set(err, -ENOENT, "storage module '%s' not found (see msb plugins)",
 				  msb_spec_module(l->spec, MSB_SLOT_STORAGE));
+	if (r == 0 && !l->spec->no_net &&
+	    !(l->net = msb_registry_find(&l->reg, MSB_PLUGIN_NET,
+					 msb_spec_module(l->spec, MSB_SLOT_NET))))
+		r = msb_error_set(err, -ENOENT,
+				  "network module '%s' not found (see msb plugins); for a sandbox "
+				  "without a network, use --no-net",
+				  msb_spec_module(l->spec, MSB_SLOT_NET));
 	if (r == 0)
 		r = msb_volumes_resolve(home, l->spec, err);
 	if (r == 0)
@@ -740,6 +747,7 @@ void msb_sandbox_unload(struct msb_loaded *l)
 	l->spec = NULL;
 	l->hv = NULL;
 	l->storage = NULL;
+	l->net = NULL;
 }
 
 int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root)
@@ -761,7 +769,8 @@ int msb_supervise(const char *home, const char *name, int ready_fd, const char *
 	const char *dir = l.dir;
 	if (r == 0) {
 		s->spec = l.spec;
-		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, l.storage, &l.assets, dir, &sup_ops, s,
+		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, l.storage, l.net, &l.assets, dir,
+				     &sup_ops, s,
 				     s->spec->max_duration_ms && s->spec->max_duration_ms < 120000
 					     ? (int)s->spec->max_duration_ms
 					     : 120000,

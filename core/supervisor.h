@@ -42,6 +42,7 @@ struct msb_loaded {
 	struct msb_registry reg;
 	const struct msb_module *hv;
 	const struct msb_module *storage; /* NULL when the spec has no volumes */
+	const struct msb_module *net;	  /* NULL with --no-net */
 	struct msb_assets assets;
 };
 /*

@@ -81,6 +81,7 @@ int msb_guest_spawn(const struct msb_agent_exec *req, const struct msb_guest_use
 
 #define MSB_GUEST_DEV_MAX      64
 #define MSB_GUEST_HOSTNAME_MAX 64
+#define MSB_GUEST_NET_MAX      200
 
 /* Boot parameters from the kernel command line ("" when absent). */
 struct msb_guest_boot {
@@ -88,6 +89,9 @@ struct msb_guest_boot {
 	char upper[MSB_GUEST_DEV_MAX];		   /* msb.upper=: the writable ext4 */
 	char hostname[MSB_GUEST_HOSTNAME_MAX + 1]; /* msb.hostname= */
 	char channel[MSB_GUEST_DEV_MAX];	   /* msb.channel=, default /dev/hvc0 */
+	char net[MSB_GUEST_NET_MAX];		   /* msb.net=ADDR4/P,GW4[,ADDR6/P,GW6] */
+	char dns[64];				   /* msb.dns=: the resolver */
+	char mtu[8];				   /* msb.mtu= */
 };
 
 /* Parse a kernel command line; malformed msb.* values are logged and ignored. */
@@ -105,6 +109,30 @@ void msb_guest_init_finish(void);
 
 /* Power off or reboot (enum msb_agent_shutdown); never returns. */
 __attribute__((noreturn)) void msb_guest_power(uint32_t mode);
+
+/* ---- net.c ------------------------------------------------------------------ */
+
+/* The guest's network, from msb.net, msb.dns and msb.mtu. */
+struct msb_guest_net {
+	int enabled; /* msb.net was given */
+	uint8_t addr4[4], gw4[4];
+	unsigned prefix4;
+	int has6;
+	uint8_t addr6[16], gw6[16];
+	unsigned prefix6;
+	int dns_family; /* 0: no msb.dns */
+	uint8_t dns[16];
+	unsigned mtu; /* 0: the device's */
+};
+
+/* Parse the three values (each may be NULL or ""); 0, or -EINVAL for a malformed one. */
+int msb_guest_net_parse(const char *net, const char *dns, const char *mtu,
+			struct msb_guest_net *cfg);
+/*
+ * Configure eth0 (up, MTU, addresses, default routes) and write
+ * /etc/resolv.conf and host.msb.internal into /etc/hosts.  0 or -errno.
+ */
+int msb_guest_net_setup(const struct msb_guest_net *cfg);
 
 /* ---- mounts.c --------------------------------------------------------------- */
 

@@ -10,7 +10,8 @@
  *      at /.msb/upper (a tmpfs without msb.upper), overlayfs at /.msb/root,
  *      then /proc /sys /dev /run moved into it and the root switched the way
  *      busybox's switch_root does (MS_MOVE onto /, chroot);
- *   5. hostname, loopback up.
+ *   5. hostname, loopback up;
+ *   6. with msb.net: the network (net.c).
  *
  * After the switch the initramfs (and the mounts under /.msb in it) is shadowed by
  * the new root: the workload cannot reach the lower and upper mounts by
@@ -124,6 +125,12 @@ void msb_guest_cmdline_parse(const char *cmdline, struct msb_guest_boot *b)
 				dst = b->upper, cap = sizeof(b->upper), ok = valid_device(val);
 			} else if (strcmp(tok, "msb.channel") == 0) {
 				dst = b->channel, cap = sizeof(b->channel), ok = valid_device(val);
+			} else if (strcmp(tok, "msb.net") == 0) {
+				dst = b->net, cap = sizeof(b->net), ok = strlen(val) < cap;
+			} else if (strcmp(tok, "msb.dns") == 0) {
+				dst = b->dns, cap = sizeof(b->dns), ok = strlen(val) < cap;
+			} else if (strcmp(tok, "msb.mtu") == 0) {
+				dst = b->mtu, cap = sizeof(b->mtu), ok = strlen(val) < cap;
 			} else if (strcmp(tok, "msb.hostname") == 0) {
 				dst = b->hostname, cap = sizeof(b->hostname);
 				ok = valid_hostname(val);
@@ -277,6 +284,13 @@ int msb_guest_init(struct msb_guest_boot *b)
 	if (sethostname(host, strlen(host)) < 0)
 		msb_guest_log("sethostname: %s", strerror(errno));
 	loopback_up();
+	/* After the root switch: /etc is the sandbox's. */
+	struct msb_guest_net net;
+	if (msb_guest_net_parse(b->net, b->dns, b->mtu, &net) < 0)
+		msb_guest_log("ignoring bad msb.net=%.64s msb.dns=%.64s msb.mtu=%.8s", b->net,
+			      b->dns, b->mtu);
+	else if ((r = msb_guest_net_setup(&net)) < 0)
+		return r; /* a sandbox promised a network must not run without it */
 	return 0;
 }
 

@@ -1,20 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * net: the "netfilter" network module — per-sandbox network namespace and
- * TAP, nftables egress policy, DNS interception and pinning.
+ * net: the "netfilter" network module — a network namespace per sandbox
+ * with the guest's TAP and an uplink to the host, the egress policy in
+ * nftables, and the DNS interceptor (docs/network.md).  The work is in
+ * sandbox.c; this file is the module's face.
  *
- * This is the module's foundation: descriptor and lifecycle.  The network
- * itself comes in the files beside this one (netns.c, policy.c, nft.c,
- * dns.c); until then setup fails with -ENOSYS and says so, and reap finds
- * nothing to clean because nothing is ever made.
+ * Module options ([net.netfilter] in the config file):
+ *   pool    the IPv4 pool sandboxes' /29 slots come from (10.200.0.0/16)
+ *   rundir  where slot locks live (/run/msb/net)
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <msb/msb-plugin.h>
 
+#include "net.h"
+
 struct net_instance {
 	const struct msb_host *host;
+	bool up;
+	struct snet sn;
 };
 
 static int net_create(const struct msb_host *host, void **inst, struct msb_error *err)
@@ -27,41 +35,85 @@ static int net_create(const struct msb_host *host, void **inst, struct msb_error
 	return 0;
 }
 
+static int net_teardown(void *inst, struct msb_error *err)
+{
+	struct net_instance *n = inst;
+	(void)err;
+	if (n->up)
+		snet_destroy(&n->sn);
+	n->up = false;
+	return 0;
+}
+
 static void net_destroy(void *inst)
 {
+	net_teardown(inst, NULL);
 	free(inst);
+}
+
+static const char *opt(const struct msb_host *h, const char *key)
+{
+	const char *v = h->config_get ? h->config_get(h, key) : NULL;
+	return v && *v ? v : NULL;
 }
 
 static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_net_attach *attach,
 		     struct msb_error *err)
 {
 	struct net_instance *n = inst;
-	(void)attach;
+	const struct msb_host *h = n->host;
 	if (!cfg->enabled)
 		return 0; /* --no-net: nothing to build, and that is complete */
-	return n->host->error_set(n->host, err, -ENOSYS,
-				  "sandbox networking is not built yet; use --no-net");
+	if (n->up)
+		return h->error_set(h, err, -EALREADY, "network: set up twice");
+	if (geteuid() != 0)
+		return h->error_set(h, err, -EPERM,
+				    "sandbox networking needs root for now (the rootless path is "
+				    "later work); use --no-net");
+	const char *spec = h->spec_json(h);
+	struct snet_opts o = {
+		.rundir = opt(h, "plugin.rundir"),
+		.pool = opt(h, "plugin.pool"),
+		.network_json = spec ? spec : "{}",
+		.guest_nsfd = -1,
+	};
+	char why[512];
+	int r = snet_create(&n->sn, &o, why, sizeof(why));
+	if (r < 0)
+		return h->error_set(h, err, r, "%s", why);
+	n->up = true;
+	struct snet *sn = &n->sn;
+	attach->tap_fd = sn->tap_fd;
+	memcpy(attach->mac, sn->mac, 6);
+	attach->mtu = NET_MTU;
+	attach->netns_fd = sn->nsfd;
+	snprintf(attach->guest_ipv4, sizeof(attach->guest_ipv4), "%s/%u", sn->a.guest4,
+		 sn->prefix4);
+	snprintf(attach->gateway_ipv4, sizeof(attach->gateway_ipv4), "%s", sn->a.gw4);
+	snprintf(attach->guest_ipv6, sizeof(attach->guest_ipv6), "%s/64", sn->a.guest6);
+	snprintf(attach->gateway_ipv6, sizeof(attach->gateway_ipv6), "%s", sn->a.gw6);
+	snprintf(attach->dns, sizeof(attach->dns), "%s", sn->a.gw4);
+	h->log(h, 1, "slot %u: guest %s and %s, gateway %s", sn->slot, attach->guest_ipv4,
+	       attach->guest_ipv6, sn->a.gw4);
+	return 0;
 }
 
 static int net_apply_policy(void *inst, const char *network_json, struct msb_error *err)
 {
 	struct net_instance *n = inst;
-	(void)network_json;
-	return n->host->error_set(n->host, err, -ENOSYS, "egress policy is not built yet");
-}
-
-static int net_teardown(void *inst, struct msb_error *err)
-{
-	(void)inst;
-	(void)err;
-	return 0;
+	if (!n->up)
+		return n->host->error_set(n->host, err, -ENOTCONN, "network: not set up");
+	char why[512];
+	int r = snet_apply(&n->sn, network_json, why, sizeof(why));
+	return r < 0 ? n->host->error_set(n->host, err, r, "%s", why) : 0;
 }
 
 static int net_reap(const struct msb_host *host, struct msb_error *err)
 {
-	(void)host;
 	(void)err;
-	return 0;
+	if (geteuid() != 0)
+		return 0; /* nothing was ever made without root */
+	return snet_reap(host ? opt(host, "plugin.rundir") : NULL);
 }
 
 static const struct msb_net_ops net_ops = {
@@ -77,7 +129,7 @@ static const struct msb_plugin_desc net_desc = {
 	.size = sizeof(struct msb_plugin_desc),
 	.kind = MSB_PLUGIN_NET,
 	.name = "netfilter",
-	.version = "0.1.0",
+	.version = "0.2.0",
 	.create = net_create,
 	.destroy = net_destroy,
 	.ops = &net_ops,

@@ -356,6 +356,10 @@ PYEOF
 fi
 # end of shares
 
+# 11. the network
+# shellcheck source=tests/e2e/net.sh
+. "$(dirname "${BASH_SOURCE[0]}")/net.sh"
+
 rm -rf "$work"
 echo "e2e: $passed passed, $failed failed"
 echo "$passed passed, $failed failed"

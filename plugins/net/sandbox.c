@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * One sandbox's network, built and torn down (the layout is in net.h).
+ *
+ * Slots: a sandbox takes the first free slot N, a file RUNDIR/slot-N that it
+ * holds an exclusive flock on for as long as its network exists.  The lock
+ * dies with its holder, however it dies, so a free lock with leftovers
+ * (after a SIGKILL: the host's msbhN link, while the namespace is being
+ * reclaimed, and the host table msb_hN) means "clean me": the next sandbox
+ * to take the slot, and snet_reap, remove them.  Everything inside the
+ * namespace goes with it: it is anonymous, held by the supervisor's fds.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <netlink/netlink.h>
+#include <nftables/libnftables.h>
+
+#include "net.h"
+
+#define POOL_DEFAULT "10.200.0.0/16"
+/* fd6d:7362:6e00::/48 — "msbn" in a ULA: link 2N is the TAP's, 2N+1 the uplink's. */
+#define ULA_FMT "fd6d:7362:6e00:%x::%u"
+
+static int mkdir_p(const char *path)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++)
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	return mkdir(buf, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* The pool: a.b.c.d/p with p 8..29; its base and how many slots (one /29 each) it has. */
+static int pool_parse(const char *pool, uint32_t *base, unsigned *slots)
+{
+	char buf[32];
+	if (strlen(pool) >= sizeof(buf))
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s", pool);
+	char *slash = strchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = '\0';
+	char *end;
+	long p = strtol(slash + 1, &end, 10);
+	struct in_addr a;
+	if (*end || end == slash + 1 || p < 8 || p > 29 || inet_pton(AF_INET, buf, &a) != 1)
+		return -EINVAL;
+	uint32_t mask = p ? ~0u << (32 - p) : 0;
+	*base = ntohl(a.s_addr);
+	if (*base & ~mask)
+		return -EINVAL; /* host bits set */
+	uint64_t n = (1ull << (32 - p)) / 8;
+	*slots = n > NET_SLOTS_MAX ? NET_SLOTS_MAX : (unsigned)n;
+	return 0;
+}
+
+static void v4(uint32_t a, char *out)
+{
+	struct in_addr x = {.s_addr = htonl(a)};
+	inet_ntop(AF_INET, &x, out, INET6_ADDRSTRLEN);
+}
+
+static void addrs_for(unsigned slot, uint32_t base, struct net_addrs *a)
+{
+	uint32_t b = base + 8 * slot;
+	v4(b + 1, a->gw4);
+	v4(b + 2, a->guest4);
+	v4(b + 5, a->hostend4);
+	snprintf(a->gw6, sizeof(a->gw6), ULA_FMT, 2 * slot, 1u);
+	snprintf(a->guest6, sizeof(a->guest6), ULA_FMT, 2 * slot, 2u);
+	snprintf(a->hostend6, sizeof(a->hostend6), ULA_FMT, 2 * slot + 1, 1u);
+}
+
+/* Host-side leftovers of slot n: its uplink link and its table.  1 if any was found. */
+static int clean_slot(unsigned n)
+{
+	int found = 0;
+	char dev[IFNAMSIZ], t[64], why[128];
+	snprintf(dev, sizeof(dev), NET_HOST_FMT, n);
+	struct nl_sock *s = link_sock();
+	if (s) {
+		if (link_del(s, dev) == 0)
+			found = 1;
+		nl_socket_free(s);
+	}
+	snprintf(t, sizeof(t), "delete table inet " NET_HTABLE "\n", n);
+	if (nft_apply(t, why, sizeof(why)) == 0)
+		found = 1;
+	return found;
+}
+
+static int slot_take(const char *rundir, unsigned slots, unsigned *slot)
+{
+	int r = mkdir_p(rundir);
+	if (r < 0)
+		return r;
+	for (unsigned n = 0; n < slots; n++) {
+		char f[300];
+		snprintf(f, sizeof(f), "%s/slot-%u", rundir, n);
+		int fd = open(f, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			return -errno;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			clean_slot(n);
+			*slot = n;
+			return fd;
+		}
+		close(fd);
+	}
+	return -EADDRNOTAVAIL;
+}
+
+int snet_reap(const char *rundir)
+{
+	if (!rundir)
+		rundir = NET_RUNDIR;
+	int cleaned = 0;
+	for (unsigned n = 0; n < NET_SLOTS_MAX; n++) {
+		char f[300];
+		snprintf(f, sizeof(f), "%s/slot-%u", rundir, n);
+		int fd = open(f, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				break; /* slots are taken lowest first: none beyond */
+			continue;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			cleaned += clean_slot(n);
+		close(fd);
+	}
+	return cleaned;
+}
+
+/* ---- inside the namespace ---------------------------------------------------- */
+
+struct inside {
+	struct snet *sn;
+	int guest_nsfd;
+	int step; /* 0: the guest link; 1: the uplink, routes and policy */
+	char *ruleset;
+	char *why;
+	size_t wl;
+};
+
+static int inside_fn(void *arg)
+{
+	struct inside *in = arg;
+	struct snet *sn = in->sn;
+	struct nl_sock *s = link_sock();
+	if (!s) {
+		snprintf(in->why, in->wl, "netlink: no socket");
+		return -ENOMEM;
+	}
+	int r;
+	char cidr[128];
+	const char *what = "";
+	if (in->step == 0) {
+		what = "the guest's link";
+		if (in->guest_nsfd >= 0) {
+			r = link_veth(s, NET_TAP_NAME, "eth0", in->guest_nsfd);
+		} else {
+			r = link_tap(NET_TAP_NAME);
+			if (r >= 0)
+				sn->tap_fd = r;
+		}
+		if (r < 0)
+			goto out;
+		what = "the gateway's addresses";
+		snprintf(cidr, sizeof(cidr), "%s/%u", sn->a.gw4, sn->prefix4);
+		if ((r = link_addr(s, NET_TAP_NAME, cidr)) < 0)
+			goto out;
+		snprintf(cidr, sizeof(cidr), "%s/64", sn->a.gw6);
+		if ((r = link_addr(s, NET_TAP_NAME, cidr)) < 0)
+			goto out;
+		if ((r = link_up(s, NET_TAP_NAME, NET_MTU)) < 0)
+			goto out;
+		what = "forwarding";
+		if ((r = ns_sysctl("net/ipv4/ip_forward", "1")) < 0 ||
+		    (r = ns_sysctl("net/ipv6/conf/all/forwarding", "1")) < 0)
+			goto out;
+	} else {
+		what = "the uplink";
+		char a4[64], a6[96];
+		uint32_t he;
+		inet_pton(AF_INET, sn->a.hostend4, &he);
+		struct in_addr up = {.s_addr = htonl(ntohl(he) + 1)};
+		inet_ntop(AF_INET, &up, a4, sizeof(a4));
+		snprintf(cidr, sizeof(cidr), "%s/30", a4);
+		if ((r = link_addr(s, NET_UP_NAME, cidr)) < 0)
+			goto out;
+		snprintf(a6, sizeof(a6), ULA_FMT "/64", 2 * sn->slot + 1, 2u);
+		if ((r = link_addr(s, NET_UP_NAME, a6)) < 0 || (r = link_up(s, NET_UP_NAME, 0)) < 0)
+			goto out;
+		what = "the default routes";
+		if ((r = link_default_route(s, sn->a.hostend4)) < 0 ||
+		    (r = link_default_route(s, sn->a.hostend6)) < 0)
+			goto out;
+		what = "the policy";
+		if ((r = nft_apply(in->ruleset, in->why, in->wl)) < 0) {
+			nl_socket_free(s);
+			return r;
+		}
+		/* A context that stays in here, for the DNS interceptor's pins. */
+		sn->nft = nft_ctx_new(NFT_CTX_DEFAULT);
+		if (!sn->nft) {
+			r = -ENOMEM;
+			goto out;
+		}
+		nft_ctx_buffer_error(sn->nft);
+		nft_ctx_buffer_output(sn->nft);
+	}
+	r = 0;
+out:
+	nl_socket_free(s);
+	if (r < 0)
+		snprintf(in->why, in->wl, "network: %s: %s", what, strerror(-r));
+	return r;
+}
+
+static int apply_fn(void *arg)
+{
+	struct inside *in = arg;
+	return nft_apply(in->ruleset, in->why, in->wl);
+}
+
+int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
+{
+	memset(sn, 0, sizeof(*sn));
+	sn->lock_fd = sn->nsfd = sn->tap_fd = -1;
+	sn->prefix4 = 30;
+	pthread_mutex_init(&sn->nft_mu, NULL);
+	uint32_t base;
+	unsigned slots;
+	const char *pool = o->pool ? o->pool : POOL_DEFAULT;
+	if (pool_parse(pool, &base, &slots) < 0) {
+		snprintf(why, wl,
+			 "network pool '%s' is not an IPv4 network a.b.c.d/8..29 (like %s)", pool,
+			 POOL_DEFAULT);
+		return -EINVAL;
+	}
+	int r = policy_parse(o->network_json, &sn->pol, why, wl);
+	if (r < 0)
+		return r;
+	r = slot_take(o->rundir ? o->rundir : NET_RUNDIR, slots, &sn->slot);
+	if (r < 0) {
+		snprintf(why, wl, "network: %s",
+			 r == -EADDRNOTAVAIL ? "every address slot of the pool is in use"
+					     : strerror(-r));
+		snet_destroy(sn);
+		return r;
+	}
+	sn->lock_fd = r;
+	addrs_for(sn->slot, base, &sn->a);
+	uint8_t mac[6] = {0x02, 0x6d, 0x73, 0x62, (uint8_t)(sn->slot >> 8), (uint8_t)sn->slot};
+	memcpy(sn->mac, mac, 6);
+	snprintf(sn->hostdev, sizeof(sn->hostdev), NET_HOST_FMT, sn->slot);
+
+	struct inside in = {.sn = sn, .guest_nsfd = o->guest_nsfd, .why = why, .wl = wl};
+	if ((r = ns_new(&sn->nsfd)) < 0) {
+		snprintf(why, wl, "network: a namespace: %s", strerror(-r));
+		goto fail;
+	}
+	if ((r = ns_run(sn->nsfd, inside_fn, &in)) < 0)
+		goto fail;
+
+	/* The uplink: msbhN here, up0 in there. */
+	struct nl_sock *s = link_sock();
+	if (!s) {
+		r = -ENOMEM;
+		snprintf(why, wl, "netlink: no socket");
+		goto fail;
+	}
+	char cidr[64];
+	const char *what = "the uplink";
+	if ((r = link_veth(s, sn->hostdev, NET_UP_NAME, sn->nsfd)) == 0) {
+		sn->host_link = true;
+		snprintf(cidr, sizeof(cidr), "%s/30", sn->a.hostend4);
+		if ((r = link_addr(s, sn->hostdev, cidr)) == 0) {
+			snprintf(cidr, sizeof(cidr), "%s/64", sn->a.hostend6);
+			if ((r = link_addr(s, sn->hostdev, cidr)) == 0)
+				r = link_up(s, sn->hostdev, 0);
+		}
+	}
+	nl_socket_free(s);
+	if (r == 0) {
+		what = "host forwarding";
+		if ((r = ns_sysctl("net/ipv4/ip_forward", "1")) == 0)
+			r = ns_sysctl("net/ipv6/conf/all/forwarding", "1");
+	}
+	if (r < 0) {
+		snprintf(why, wl, "network: %s (%s): %s", what, sn->hostdev, strerror(-r));
+		goto fail;
+	}
+	char *host = policy_host_ruleset(sn->slot, &sn->a);
+	if (!host) {
+		r = -ENOMEM;
+		snprintf(why, wl, "out of memory");
+		goto fail;
+	}
+	sn->host_table = true;
+	r = nft_apply(host, why, wl);
+	free(host);
+	if (r < 0)
+		goto fail;
+
+	in.step = 1;
+	in.ruleset = policy_ruleset(sn->pol, &sn->a);
+	if (!in.ruleset) {
+		r = -ENOMEM;
+		snprintf(why, wl, "out of memory");
+		goto fail;
+	}
+	r = ns_run(sn->nsfd, inside_fn, &in);
+	free(in.ruleset);
+	if (r < 0)
+		goto fail;
+	return 0;
+fail:
+	snet_destroy(sn);
+	return r;
+}
+
+int snet_apply(struct snet *sn, const char *network_json, char *why, size_t wl)
+{
+	struct net_policy *p = NULL;
+	int r = policy_parse(network_json, &p, why, wl);
+	if (r < 0)
+		return r;
+	struct inside in = {.sn = sn, .why = why, .wl = wl, .ruleset = policy_ruleset(p, &sn->a)};
+	if (!in.ruleset) {
+		policy_free(p);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&sn->nft_mu);
+	r = ns_run(sn->nsfd, apply_fn, &in);
+	if (r == 0) {
+		policy_free(sn->pol);
+		sn->pol = p;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&sn->nft_mu);
+	free(in.ruleset);
+	policy_free(p);
+	return r;
+}
+
+struct pin_job {
+	struct snet *sn;
+	int family;
+	char addr[INET6_ADDRSTRLEN];
+	uint32_t ttl;
+	int added;
+};
+
+static void pin_one(void *arg, unsigned k)
+{
+	struct pin_job *j = arg;
+	char cmd[256];
+	const char *v = j->family == AF_INET ? "4" : "6";
+	/* Refresh: an existing entry keeps its old timeout under `add`. */
+	snprintf(cmd, sizeof(cmd), "delete element inet " NET_TABLE " pin%u_%s { %s }", k, v,
+		 j->addr);
+	nft_run_cmd_from_buffer(j->sn->nft, cmd);
+	snprintf(cmd, sizeof(cmd), "add element inet " NET_TABLE " pin%u_%s { %s timeout %us }", k,
+		 v, j->addr, j->ttl);
+	if (nft_run_cmd_from_buffer(j->sn->nft, cmd) == 0)
+		j->added++;
+}
+
+int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr, uint32_t ttl)
+{
+	struct pin_job j = {.sn = sn, .family = family};
+	inet_ntop(family, addr, j.addr, sizeof(j.addr));
+	/* At least a minute, at most a day: a guest may keep an answer a little past its TTL. */
+	j.ttl = ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl;
+	j.ttl += 30;
+	pthread_mutex_lock(&sn->nft_mu);
+	if (sn->nft && sn->pol)
+		policy_domain_rules(sn->pol, name, pin_one, &j);
+	pthread_mutex_unlock(&sn->nft_mu);
+	return j.added;
+}
+
+void snet_destroy(struct snet *sn)
+{
+	char why[256];
+	if (sn->nft) {
+		nft_ctx_free(sn->nft);
+		sn->nft = NULL;
+	}
+	if (sn->host_table) {
+		char t[64];
+		snprintf(t, sizeof(t), "delete table inet " NET_HTABLE "\n", sn->slot);
+		nft_apply(t, why, sizeof(why));
+		sn->host_table = false;
+	}
+	if (sn->host_link) {
+		/* Deleting one end of a veth deletes both. */
+		struct nl_sock *s = link_sock();
+		if (s) {
+			link_del(s, sn->hostdev);
+			nl_socket_free(s);
+		}
+		sn->host_link = false;
+	}
+	if (sn->tap_fd >= 0)
+		close(sn->tap_fd);
+	if (sn->nsfd >= 0)
+		close(sn->nsfd);
+	sn->tap_fd = sn->nsfd = -1;
+	if (sn->lock_fd >= 0)
+		close(sn->lock_fd); /* the slot is free again */
+	sn->lock_fd = -1;
+	policy_free(sn->pol);
+	sn->pol = NULL;
+}

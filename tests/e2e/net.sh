@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# 11. the network (sourced by suite.sh): real guests behind the net module,
+# against a "world" namespace of documentation addresses inside the test host.
+# Needs: $msb, $root, $work, check/pass/fail from suite.sh.
+
+net_world_up() {
+	ip netns add world || return 1
+	ip link add hw0 type veth peer name w0 netns world
+	ip addr add 203.0.113.1/24 dev hw0
+	ip addr add 2001:db8:ffff::1/64 dev hw0 nodad
+	ip link set hw0 up
+	ip -n world link set lo up
+	ip -n world addr add 203.0.113.2/24 dev w0
+	ip -n world addr add 2001:db8:ffff::2/64 dev w0 nodad
+	ip -n world link set w0 up
+	for a in 198.51.100.10 203.0.113.10 192.168.50.10 169.254.169.254; do
+		ip -n world addr add "$a/32" dev lo
+		[ "$a" = 203.0.113.10 ] || ip route add "$a/32" via 203.0.113.2
+	done
+	ip -n world addr add 2001:db8:1::10/128 dev lo nodad
+	ip -6 route add 2001:db8:1::10/128 via 2001:db8:ffff::2
+	ip -n world route add default via 203.0.113.1
+	ip -n world -6 route add default via 2001:db8:ffff::1
+	cat >"$work/httpd.py" <<'PYEOF'
+import http.server, socket, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("hello %s %d\n" % self.server.server_address[:2]).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+class S6(http.server.ThreadingHTTPServer): address_family = socket.AF_INET6
+for spec in sys.argv[1:]:
+    a, p = spec.rsplit(",", 1)
+    s = (S6 if ":" in a else http.server.ThreadingHTTPServer)((a, int(p)), H)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("up", flush=True)
+threading.Event().wait()
+PYEOF
+	local specs=()
+	for a in 198.51.100.10 203.0.113.10 192.168.50.10 169.254.169.254 2001:db8:1::10; do
+		specs+=("$a,80" "$a,443")
+	done
+	ip netns exec world /usr/bin/python3 "$work/httpd.py" "${specs[@]}" >"$work/world.out" &
+	net_world_pid=$!
+	/usr/bin/python3 "$work/httpd.py" 0.0.0.0,8080 >"$work/hostsvc.out" &
+	net_host_pid=$!
+	for _ in $(seq 50); do
+		grep -q up "$work/world.out" 2>/dev/null && grep -q up "$work/hostsvc.out" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+net_world_down() {
+	kill "$net_world_pid" "$net_host_pid" 2>/dev/null
+	wait "$net_world_pid" "$net_host_pid" 2>/dev/null
+	ip netns del world 2>/dev/null
+	ip link del hw0 2>/dev/null
+}
+
+# What a sandbox may leave on the host: uplink links, host tables.
+net_leftovers() {
+	{ ip -o link | grep -o 'msbh[0-9]*'; nft list tables | grep -o 'msb_h[0-9]*'; } | tr '\n' ' '
+}
+
+# The guest fetches each URL and prints its banner or "blocked URL".
+net_probe='for u in "$@"; do wget -q -T 3 -O - "http://$u/" 2>/dev/null || echo "blocked $u"; done'
+
+if ! net_world_up; then
+	fail "network: the test world came up" "$(cat "$work/world.out" 2>&1 | tail -2)"
+else
+	out=$("$msb" run --rootfs "$root" --no-net -- sh -c 'ls /sys/class/net | tr "\n" " "' 2>&1)
+	check "--no-net: the guest has no network device" "lo " "$out"
+
+	out=$("$msb" run --rootfs "$root" -- sh -c "ip -4 -o addr show eth0 | grep -c 'inet 10\.' ; grep -c nameserver /etc/resolv.conf; grep -c host.msb.internal /etc/hosts" 2>&1 | tr '\n' ' ')
+	check "network: eth0 configured by the agent (address, resolver, host name)" "1 1 1 " "$out"
+
+	out=$("$msb" run --rootfs "$root" -- sh -c "$net_probe" sh 198.51.100.10 203.0.113.10:443 \
+		'[2001:db8:1::10]' 192.168.50.10 169.254.169.254 host.msb.internal:8080 2>&1 | tr '\n' '|')
+	check "default posture: public v4+v6 yes; LAN, metadata, host no" \
+		"hello 198.51.100.10 80|hello 203.0.113.10 443|hello 2001:db8:1::10 80|blocked 192.168.50.10|blocked 169.254.169.254|blocked host.msb.internal:8080|" "$out"
+
+	out=$("$msb" run --rootfs "$root" --net-default-egress allow --net-rule deny@meta -- \
+		sh -c "$net_probe" sh 192.168.50.10 169.254.169.254 198.51.100.10 2>&1 | tr '\n' '|')
+	check "allow-by-default with deny@meta: LAN yes, metadata no" \
+		"hello 192.168.50.10 80|blocked 169.254.169.254|hello 198.51.100.10 80|" "$out"
+
+	out=$("$msb" run --rootfs "$root" --net-default-egress deny --net-rule allow@public:tcp:443 -- \
+		sh -c "$net_probe" sh 198.51.100.10:443 198.51.100.10 2>&1 | tr '\n' '|')
+	check "allow@public:tcp:443 allows 443, not 80" "hello 198.51.100.10 443|blocked 198.51.100.10|" "$out"
+
+	out=$("$msb" run --rootfs "$root" --net-default-egress deny --net-rule allow@host:tcp:8080 -- \
+		sh -c "$net_probe" sh host.msb.internal:8080 198.51.100.10 2>&1 | tr '\n' '|')
+	check "allow@host: the host's service by name, nothing else" \
+		"hello $(echo "$out" | grep -o '10\.[0-9.]* 8080' | head -1)|blocked 198.51.100.10|" "$out"
+
+	check "network: nothing left after the runs" "" "$(net_leftovers)"
+
+	# A supervisor killed with SIGKILL: the next msb cleans what it left.
+	"$msb" create --rootfs "$root" --name netcrash >/dev/null 2>&1
+	pid=$(cat "$MSB_HOME/sandboxes/netcrash/supervisor.pid" 2>/dev/null)
+	before=$(net_leftovers)
+	[ -n "$pid" ] && kill -9 "$pid"
+	sleep 1
+	"$msb" run --rootfs "$root" -- true >/dev/null 2>&1
+	check "network: SIGKILL'd supervisor's leftovers gone once msb runs again" "yes " \
+		"$([ -n "$before" ] && echo yes) $(net_leftovers)"
+	"$msb" rm -f netcrash >/dev/null 2>&1
+	net_world_down
+fi

@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""The net module's sandbox network and policy, with real packets, no VM.
+
+Runs inside a private network namespace (run.sh), which plays the host.  The
+world is one more namespace holding the "public" servers on documentation
+addresses (198.51.100.10, 203.0.113.10, 2001:db8:1::10), a LAN server
+(192.168.50.10), the metadata address (169.254.169.254, fd00:ec2::254), all
+routed from the host; a service listens on the host itself.  Each sandbox is
+msb-netharness: plugins/net's own code builds the slot, namespace, uplink,
+NAT and nftables policy, with a veth into a test namespace standing in for the
+guest's TAP.  Clients run in that guest namespace and report what they reach.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HARNESS = None
+WORLD4 = ['198.51.100.10', '203.0.113.10', '192.168.50.10', '169.254.169.254']
+WORLD6 = ['2001:db8:1::10', 'fd00:ec2::254']
+HOST_PORT = 8080
+
+SERVER = r'''
+import socket, sys, threading
+def serve(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        try: c.sendall(("hello %s %d\n" % (addr, port)).encode())
+        finally: c.close()
+for spec in sys.argv[1:]:
+    addr, port = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    threading.Thread(target=serve, args=(fam, addr, int(port)), daemon=True).start()
+print("up", flush=True)
+threading.Event().wait()
+'''
+
+CLIENT = r'''
+import json, socket, sys
+out = {}
+for t in sys.argv[1:]:
+    addr, port = t.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(2)
+    try:
+        s.connect((addr, int(port))); out[t] = s.recv(100).decode().strip()
+    except OSError as e:
+        out[t] = "error: %s" % (e.strerror or type(e).__name__)
+    finally:
+        s.close()
+print(json.dumps(out))
+'''
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
+
+
+def ns_exec(ns, *args, **kw):
+    return sh('ip', 'netns', 'exec', ns, *args, **kw)
+
+
+class World:
+    """The world namespace, routes to it, its servers and the host's service."""
+
+    def __init__(self):
+        sh('ip', 'netns', 'add', 'world')
+        sh('ip', 'link', 'add', 'hw0', 'type', 'veth', 'peer', 'name', 'w0', 'netns', 'world')
+        sh('ip', 'addr', 'add', '203.0.113.1/24', 'dev', 'hw0')
+        sh('ip', 'addr', 'add', '2001:db8:ffff::1/64', 'dev', 'hw0', 'nodad')
+        sh('ip', 'link', 'set', 'hw0', 'up')
+        ns_exec('world', 'ip', 'link', 'set', 'lo', 'up')
+        ns_exec('world', 'ip', 'addr', 'add', '203.0.113.2/24', 'dev', 'w0')
+        ns_exec('world', 'ip', 'addr', 'add', '2001:db8:ffff::2/64', 'dev', 'w0', 'nodad')
+        ns_exec('world', 'ip', 'link', 'set', 'w0', 'up')
+        for a in WORLD4:
+            if a != '203.0.113.10':
+                sh('ip', 'route', 'add', a + '/32', 'via', '203.0.113.2')
+            ns_exec('world', 'ip', 'addr', 'add', a + '/32', 'dev', 'lo')
+        for a in WORLD6:
+            sh('ip', '-6', 'route', 'add', a + '/128', 'via', '2001:db8:ffff::2')
+            ns_exec('world', 'ip', 'addr', 'add', a + '/128', 'dev', 'lo', 'nodad')
+        ns_exec('world', 'ip', 'route', 'add', 'default', 'via', '203.0.113.1')
+        ns_exec('world', 'ip', '-6', 'route', 'add', 'default', 'via', '2001:db8:ffff::1')
+        specs = ['%s,%d' % (a, p) for a in WORLD4 + WORLD6 for p in (80, 443, 53)]
+        self.world = subprocess.Popen(['ip', 'netns', 'exec', 'world', sys.executable, '-c',
+                                       SERVER] + specs, stdout=subprocess.PIPE, text=True)
+        self.host = subprocess.Popen([sys.executable, '-c', SERVER, '0.0.0.0,%d' % HOST_PORT,
+                                      '::,%d' % HOST_PORT], stdout=subprocess.PIPE, text=True)
+        for p in (self.world, self.host):
+            assert p.stdout.readline().strip() == 'up'
+
+    def close(self):
+        for p in (self.world, self.host):
+            p.kill()
+            p.wait()
+            p.stdout.close()
+        sh('ip', 'netns', 'del', 'world', check=False)
+        sh('ip', 'link', 'del', 'hw0', check=False)
+
+
+class Sandbox:
+    """One sandbox network from msb-netharness, with a guest namespace."""
+    count = 0
+
+    def __init__(self, network, rundir, pool=None):
+        Sandbox.count += 1
+        self.ns = 'guest%d' % Sandbox.count
+        sh('ip', 'netns', 'add', self.ns)
+        self.spec = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)
+        json.dump({'network': network}, self.spec)
+        self.spec.close()
+        env = dict(os.environ)
+        if pool:
+            env['MSB_NET_POOL'] = pool
+        self.p = subprocess.Popen([HARNESS, rundir, self.spec.name, '/run/netns/' + self.ns],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        line = self.p.stdout.readline().split()
+        if not line or line[0] != 'ready':
+            self.p.wait()
+            err = self.p.stderr.read().strip()
+            for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+                f.close()
+            sh('ip', 'netns', 'del', self.ns, check=False)
+            raise RuntimeError(err or 'harness failed')
+        _, self.slot, self.guest4, self.gw4, self.guest6, self.gw6 = line
+        self.slot = int(self.slot)
+        # What the agent does in a real guest.
+        ns_exec(self.ns, 'ip', 'link', 'set', 'lo', 'up')
+        ns_exec(self.ns, 'ip', 'addr', 'add', self.guest4, 'dev', 'eth0')
+        ns_exec(self.ns, 'ip', 'addr', 'add', self.guest6, 'dev', 'eth0', 'nodad')
+        ns_exec(self.ns, 'ip', 'link', 'set', 'eth0', 'up')
+        ns_exec(self.ns, 'ip', 'route', 'add', 'default', 'via', self.gw4)
+        ns_exec(self.ns, 'ip', '-6', 'route', 'add', 'default', 'via', self.gw6)
+
+    def cmd(self, line):
+        self.p.stdin.write(line + '\n')
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def apply(self, network):
+        with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+            json.dump({'network': network}, f)
+        try:
+            return self.cmd('apply ' + f.name)
+        finally:
+            os.unlink(f.name)
+
+    def reach(self, *targets):
+        """{target: banner or 'error: ...'} for 'addr,port' targets, from the guest."""
+        r = ns_exec(self.ns, sys.executable, '-c', CLIENT, *targets)
+        return json.loads(r.stdout)
+
+    def ok(self, target):
+        return self.reach(target)[target].startswith('hello')
+
+    def close(self, kill=False):
+        if kill:
+            self.p.send_signal(signal.SIGKILL)
+        else:
+            self.p.stdin.close()
+        self.p.wait()
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            f.close()
+        sh('ip', 'netns', 'del', self.ns, check=False)
+        os.unlink(self.spec.name)
+
+
+def rule(action, kind, proto='any', ports=None, **target):
+    target['kind'] = kind
+    return {'rule': '', 'action': action, 'direction': 'egress', 'target': target,
+            'proto': proto, 'ports': ports}
+
+
+def policy(default, *rules):
+    return {'enabled': True, 'default_egress': default, 'rules': list(rules), 'publish': []}
+
+
+DEFAULT = policy('deny', rule('allow', 'group', group='public'), rule('allow', 'dns'))
+PUB80, PUB443 = '198.51.100.10,80', '203.0.113.10,443'
+PUB6 = '2001:db8:1::10,80'
+LAN, META, META6 = '192.168.50.10,80', '169.254.169.254,80', 'fd00:ec2::254,80'
+
+
+def leftovers():
+    """What a sandbox could leave on the host: msbh links and msb_h tables."""
+    links = [l for l in sh('ip', '-o', 'link').stdout.splitlines() if ': msbh' in l]
+    tables = [t for t in sh('nft', 'list', 'tables').stdout.splitlines() if 'msb_h' in t]
+    return links + tables
+
+
+class NetTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.world = World()
+        cls.rundir = tempfile.mkdtemp(prefix='msb-net-run-')
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.world.close()
+
+    def sandbox(self, network, **kw):
+        sb = Sandbox(network, self.rundir, **kw)
+        self.addCleanup(sb.close)
+        return sb
+
+    def assertReach(self, sb, yes=(), no=()):
+        got = sb.reach(*yes, *no)
+        for t in yes:
+            self.assertTrue(got[t].startswith('hello'), '%s should be reachable: %s' % (t, got[t]))
+        for t in no:
+            self.assertFalse(got[t].startswith('hello'), '%s should be blocked' % t)
+
+    # ---- the posture table ----
+
+    def test_default_posture_public_only(self):
+        sb = self.sandbox(DEFAULT)
+        host = '%s,%d' % (sb.gw4, HOST_PORT)
+        self.assertReach(sb, yes=[PUB80, PUB443, PUB6], no=[LAN, META, META6, host])
+
+    def test_denied_fails_fast(self):
+        sb = self.sandbox(DEFAULT)
+        t0 = time.monotonic()
+        got = sb.reach(LAN)[LAN]
+        self.assertLess(time.monotonic() - t0, 1.9, 'a denied connect must not wait for a timeout')
+        self.assertIn('error', got)
+
+    def test_allow_default_with_deny_meta(self):
+        sb = self.sandbox(policy('allow', rule('deny', 'group', group='meta')))
+        self.assertReach(sb, yes=[PUB80, LAN, PUB6], no=[META, META6])
+
+    def test_allow_default_reaches_meta_without_the_rule(self):
+        # The control for the test above: the rule is what closes it.
+        sb = self.sandbox(policy('allow'))
+        self.assertReach(sb, yes=[META, META6])
+
+    def test_public_443_not_80(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'group', 'tcp', [443, 443], group='public')))
+        self.assertReach(sb, yes=[PUB443, '198.51.100.10,443', '2001:db8:1::10,443'],
+                         no=[PUB80, PUB6, '203.0.113.10,80'])
+
+    def test_link_local_does_not_open_meta(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'group', group='link-local')))
+        self.assertReach(sb, no=[META])
+
+    def test_private_group_and_first_match_wins(self):
+        sb = self.sandbox(policy('deny', rule('deny', 'ipv4', address='192.168.50.10', prefix=32),
+                                 rule('allow', 'group', group='private')))
+        self.assertReach(sb, no=[LAN])
+        sb.apply(policy('deny', rule('allow', 'group', group='private'),
+                        rule('deny', 'ipv4', address='192.168.50.10', prefix=32)))
+        self.assertReach(sb, yes=[LAN], no=[PUB80])
+
+    def test_host_group(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'group', 'tcp', group='host')))
+        self.assertReach(sb, yes=['%s,%d' % (sb.gw4, HOST_PORT), '%s,%d' % (sb.gw6, HOST_PORT)],
+                         no=[PUB80])
+
+    def test_host_not_reachable_at_its_other_addresses(self):
+        # allow@public must not open the host's own services at its uplink address.
+        sb = self.sandbox(policy('allow'))
+        self.assertReach(sb, no=['203.0.113.1,%d' % HOST_PORT])
+
+    def test_ipv6_mirrors_ipv4(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'ipv6', address='2001:db8:1::', prefix=64)))
+        self.assertReach(sb, yes=[PUB6], no=[PUB80, META6])
+
+    def test_domain_rule_needs_a_pin(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'domain', name='api.example.com')))
+        self.assertReach(sb, no=[PUB80])
+        self.assertEqual(sb.cmd('pin api.example.com 198.51.100.10 60'), '1')
+        self.assertEqual(sb.cmd('pin other.example.com 203.0.113.10 60'), '0')
+        self.assertReach(sb, yes=[PUB80, '198.51.100.10,443'], no=[PUB443])
+
+    def test_suffix_rule_pins_names_under_it(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'suffix', name='example.com')))
+        self.assertEqual(sb.cmd('pin example.com 198.51.100.10 60'), '0')
+        self.assertEqual(sb.cmd('pin a.b.example.com 2001:db8:1::10 60'), '1')
+        self.assertReach(sb, yes=[PUB6], no=[PUB80])
+
+    def test_domain_rules_block_other_resolvers(self):
+        sb = self.sandbox(policy('allow', rule('allow', 'domain', name='api.example.com')))
+        self.assertReach(sb, yes=[PUB80], no=['198.51.100.10,53', '2001:db8:1::10,53'])
+
+    def test_two_sandboxes_cannot_reach_each_other(self):
+        a = self.sandbox(policy('allow'))
+        b = self.sandbox(policy('allow'))
+        srv = subprocess.Popen(['ip', 'netns', 'exec', b.ns, sys.executable, '-c', SERVER,
+                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(srv.stdout.close)
+        self.addCleanup(srv.wait)
+        self.addCleanup(srv.kill)
+        self.assertEqual(srv.stdout.readline().strip(), 'up')
+        self.assertTrue(b.ok('127.0.0.1,80'))
+        b4 = b.guest4.split('/')[0]
+        self.assertNotEqual(a.slot, b.slot)
+        self.assertReach(a, no=['%s,80' % b4, '%s,80' % b.gw4])
+
+    # ---- policy changes ----
+
+    def test_apply_replaces_atomically(self):
+        sb = self.sandbox(DEFAULT)
+        self.assertEqual(sb.apply(policy('deny')), 'ok')
+        self.assertReach(sb, no=[PUB80])
+        self.assertTrue(sb.apply({'default_egress': 'sideways'}).startswith('error: '))
+        self.assertReach(sb, no=[PUB80])  # the failed apply changed nothing
+        self.assertEqual(sb.apply(DEFAULT), 'ok')
+        self.assertReach(sb, yes=[PUB80])
+
+    # ---- nothing leaks ----
+
+    def test_teardown_leaves_nothing(self):
+        sb = Sandbox(DEFAULT, self.rundir)
+        self.assertTrue(leftovers())
+        sb.close()
+        self.assertEqual(leftovers(), [])
+
+    def test_crash_then_reap_leaves_nothing(self):
+        sb = Sandbox(DEFAULT, self.rundir)
+        sb.close(kill=True)
+        self.assertTrue(leftovers(), 'a SIGKILL leaves the host table (what reap is for)')
+        env = dict(os.environ, MSB_NET_RUNDIR=self.rundir)
+        r = sh(HARNESS, 'reap', env=env)
+        self.assertGreaterEqual(int(r.stdout), 1)
+        deadline = time.monotonic() + 5
+        while leftovers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(leftovers(), [])
+        # And the slot is usable again.
+        again = self.sandbox(DEFAULT)
+        self.assertTrue(again.ok(PUB80))
+
+    def test_bad_input_one_line_nothing_left(self):
+        for network, pool, want in [
+                (policy('deny'), '10.200.0.1/16', 'network pool'),
+                (policy('deny'), '10.200.0.0/30', 'network pool'),
+                ({'default_egress': 'maybe'}, None, 'default_egress'),
+                (policy('deny', {'action': 'allow', 'target': {'kind': 'bogus'}}), None,
+                 'rule 1')]:
+            with self.assertRaises(RuntimeError) as cm:
+                Sandbox(network, self.rundir, pool=pool)
+            msg = str(cm.exception)
+            self.assertIn(want, msg)
+            self.assertEqual(len(msg.splitlines()), 1, msg)
+            self.assertEqual(leftovers(), [])
+
+
+def main():
+    global HARNESS
+    HARNESS = sys.argv.pop(1)
+    unittest.main(verbosity=2)
+
+
+if __name__ == '__main__':
+    main()
