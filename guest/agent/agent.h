@@ -133,6 +133,8 @@ int msb_guest_net_parse(const char *net, const char *dns, const char *mtu,
  * /etc/resolv.conf and host.msb.internal into /etc/hosts.  0 or -errno.
  */
 int msb_guest_net_setup(const struct msb_guest_net *cfg);
+/* Tests: write resolv.conf and hosts under dir instead of /etc. */
+void msb_guest_net_set_etc(const char *dir);
 
 /* ---- mounts.c --------------------------------------------------------------- */
 

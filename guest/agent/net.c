@@ -29,6 +29,14 @@
 
 #define NET_IFNAME "eth0"
 
+/* Where resolv.conf and hosts go: /etc, or a test's directory. */
+static const char *etc_dir = "/etc";
+
+void msb_guest_net_set_etc(const char *dir)
+{
+	etc_dir = dir;
+}
+
 /* "a.b.c.d/p" or "x::y/p" into family, bytes and prefix; 0 or -EINVAL. */
 static int parse_cidr(const char *text, int *family, uint8_t addr[16], unsigned *prefix)
 {
@@ -210,12 +218,13 @@ static int route_default(int s, int ifindex, int family, const uint8_t *gw)
 	return nl_talk(s, &r);
 }
 
-/* Replace path (a file or a symlink the image made) with text, atomically. */
-static int write_etc(const char *path, const char *text)
+/* Replace etc_dir/name (a file or a symlink the image made) with text, atomically. */
+static int write_etc(const char *name, const char *text)
 {
-	char tmp[64];
+	char path[256], tmp[300];
+	snprintf(path, sizeof(path), "%s/%s", etc_dir, name);
 	snprintf(tmp, sizeof(tmp), "%s.msb-tmp", path);
-	mkdir("/etc", 0755);
+	mkdir(etc_dir, 0755);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return -errno;
@@ -270,7 +279,7 @@ out:
 		inet_ntop(cfg->dns_family, cfg->dns, a, sizeof(a));
 		snprintf(text, sizeof(text),
 			 "# written by msb: the sandbox's DNS interceptor\nnameserver %s\n", a);
-		if ((r = write_etc("/etc/resolv.conf", text)) < 0)
+		if ((r = write_etc("resolv.conf", text)) < 0)
 			msb_guest_log("network: /etc/resolv.conf: %s", strerror(-r));
 	}
 	/* The gateway is the host, by name too. */
@@ -279,7 +288,9 @@ out:
 	if (cfg->has6)
 		inet_ntop(AF_INET6, cfg->gw6, g6, sizeof(g6));
 	char host[16384] = "";
-	int fd = open("/etc/hosts", O_RDONLY | O_CLOEXEC);
+	char hosts[256];
+	snprintf(hosts, sizeof(hosts), "%s/hosts", etc_dir);
+	int fd = open(hosts, O_RDONLY | O_CLOEXEC);
 	size_t have = 0;
 	if (fd >= 0) {
 		ssize_t n = read(fd, host, sizeof(host) - 1);
@@ -297,7 +308,7 @@ out:
 		have = strlen(host);
 		if (g6[0])
 			snprintf(host + have, sizeof(host) - have, "%s\thost.msb.internal\n", g6);
-		if ((r = write_etc("/etc/hosts", host)) < 0)
+		if ((r = write_etc("hosts", host)) < 0)
 			msb_guest_log("network: /etc/hosts: %s", strerror(-r));
 	}
 	return 0;

@@ -5,8 +5,10 @@
  * configure() creates the VM (RAM, vCPUs, in-kernel irqchip and PIT), loads
  * the kernel and initramfs, and makes the agent's channel (virtio-console)
  * and an entropy source (virtio-rng); add_disk() adds virtio-blk disks in
- * order (vda, vdb, ...); add_fs() adds one virtio-fs device per share (its
- * tag names it in the guest); start() writes the boot structures and runs it.
+ * order (vda, vdb, ...); add_net() adds a virtio-net device on the network
+ * module's TAP (eth0, eth1, ... in order); add_fs() adds one virtio-fs device
+ * per share (its tag names it in the guest); start() writes the boot
+ * structures and runs it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -155,6 +157,20 @@ static int kvm_add_disk(void *inst, const struct msb_disk *disk, struct msb_erro
 	return add_vdev(k, d, err);
 }
 
+static int kvm_add_net(void *inst, const struct msb_net_attach *net, struct msb_error *err)
+{
+	struct kvm_instance *k = inst;
+	if (!k->configured || k->started)
+		return k->host->error_set(
+			k->host, err, -EINVAL,
+			"network devices are added after configure, before start");
+	struct vdev *d;
+	int r = net_new(&k->vm, net, &d, err);
+	if (r < 0)
+		return r;
+	return add_vdev(k, d, err);
+}
+
 static int kvm_add_fs(void *inst, const struct msb_fs_server *fs, struct msb_error *err)
 {
 	struct kvm_instance *k = inst;
@@ -245,6 +261,7 @@ static const struct msb_hv_ops kvm_ops = {
 	.size = sizeof(struct msb_hv_ops),
 	.configure = kvm_configure,
 	.add_disk = kvm_add_disk,
+	.add_net = kvm_add_net,
 	.add_fs = kvm_add_fs,
 	.start = kvm_start,
 	.agent_connect = kvm_agent_connect,
@@ -259,7 +276,7 @@ static const struct msb_plugin_desc kvm_desc = {
 	.kind = MSB_PLUGIN_HV,
 	.name = "kvm",
 	.version = "0.2.0",
-	.features = MSB_HV_F_SMP | MSB_HV_F_VIRTIO_FS,
+	.features = MSB_HV_F_SMP | MSB_HV_F_VIRTIO_FS | MSB_HV_F_VIRTIO_NET,
 	.create = kvm_create,
 	.destroy = kvm_destroy,
 	.ops = &kvm_ops,

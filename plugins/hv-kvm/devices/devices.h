@@ -30,4 +30,13 @@ int console_new(struct vm *vm, int *host_fd, struct vdev **out, struct msb_error
 int fs_new(struct vm *vm, const struct msb_fs_server *srv, struct vdev **out,
 	   struct msb_error *err);
 
+/*
+ * virtio-net over the network module's TAP (att->tap_fd: IFF_TAP|IFF_NO_PI|
+ * IFF_VNET_HDR).  The device keeps its own dup of the fd; the caller keeps
+ * and closes att->tap_fd.  One worker thread of class MSB_THREAD_IO moves
+ * the frames.
+ */
+int net_new(struct vm *vm, const struct msb_net_attach *att, struct vdev **out,
+	    struct msb_error *err);
+
 #endif
