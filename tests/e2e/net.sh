@@ -45,7 +45,7 @@ PYEOF
 	net_world_pid=$!
 	/usr/bin/python3 "$work/httpd.py" 0.0.0.0,8080 >"$work/hostsvc.out" &
 	net_host_pid=$!
-	for _ in $(seq 50); do
+	for _ in $(seq 300); do
 		grep -q up "$work/world.out" 2>/dev/null && grep -q up "$work/hostsvc.out" 2>/dev/null && return 0
 		sleep 0.1
 	done
@@ -64,8 +64,9 @@ net_leftovers() {
 	{ ip -o link | grep -o 'msbh[0-9]*'; nft list tables | grep -o 'msb_h[0-9]*'; } | tr '\n' ' '
 }
 
-# The guest fetches each URL and prints its banner or "blocked URL".
-net_probe='for u in "$@"; do wget -q -T 3 -O - "http://$u/" 2>/dev/null || echo "blocked $u"; done'
+# The guest sends an HTTP GET to each HOST PORT pair (busybox nc) and prints
+# the server's banner, or "blocked HOST:PORT".
+net_probe='while [ $# -gt 1 ]; do r=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 "$1" "$2" 2>/dev/null | tail -1); echo "${r:-blocked $1:$2}"; shift 2; done'
 
 if ! net_world_up; then
 	fail "network: the test world came up" "$(cat "$work/world.out" 2>&1 | tail -2)"
@@ -74,26 +75,26 @@ else
 	check "--no-net: the guest has no network device" "lo " "$out"
 
 	out=$("$msb" run --rootfs "$root" -- sh -c "ip -4 -o addr show eth0 | grep -c 'inet 10\.' ; grep -c nameserver /etc/resolv.conf; grep -c host.msb.internal /etc/hosts" 2>&1 | tr '\n' ' ')
-	check "network: eth0 configured by the agent (address, resolver, host name)" "1 1 1 " "$out"
+	check "network: eth0 configured by the agent (address, resolver, host name v4+v6)" "1 1 2 " "$out"
 
-	out=$("$msb" run --rootfs "$root" -- sh -c "$net_probe" sh 198.51.100.10 203.0.113.10:443 \
-		'[2001:db8:1::10]' 192.168.50.10 169.254.169.254 host.msb.internal:8080 2>&1 | tr '\n' '|')
+	out=$("$msb" run --rootfs "$root" -- sh -c "$net_probe" sh 198.51.100.10 80 203.0.113.10 443 \
+		2001:db8:1::10 80 192.168.50.10 80 169.254.169.254 80 host.msb.internal 8080 2>&1 | tr '\n' '|')
 	check "default posture: public v4+v6 yes; LAN, metadata, host no" \
-		"hello 198.51.100.10 80|hello 203.0.113.10 443|hello 2001:db8:1::10 80|blocked 192.168.50.10|blocked 169.254.169.254|blocked host.msb.internal:8080|" "$out"
+		"hello 198.51.100.10 80|hello 203.0.113.10 443|hello 2001:db8:1::10 80|blocked 192.168.50.10:80|blocked 169.254.169.254:80|blocked host.msb.internal:8080|" "$out"
 
 	out=$("$msb" run --rootfs "$root" --net-default-egress allow --net-rule deny@meta -- \
-		sh -c "$net_probe" sh 192.168.50.10 169.254.169.254 198.51.100.10 2>&1 | tr '\n' '|')
+		sh -c "$net_probe" sh 192.168.50.10 80 169.254.169.254 80 198.51.100.10 80 2>&1 | tr '\n' '|')
 	check "allow-by-default with deny@meta: LAN yes, metadata no" \
-		"hello 192.168.50.10 80|blocked 169.254.169.254|hello 198.51.100.10 80|" "$out"
+		"hello 192.168.50.10 80|blocked 169.254.169.254:80|hello 198.51.100.10 80|" "$out"
 
 	out=$("$msb" run --rootfs "$root" --net-default-egress deny --net-rule allow@public:tcp:443 -- \
-		sh -c "$net_probe" sh 198.51.100.10:443 198.51.100.10 2>&1 | tr '\n' '|')
-	check "allow@public:tcp:443 allows 443, not 80" "hello 198.51.100.10 443|blocked 198.51.100.10|" "$out"
+		sh -c "$net_probe" sh 198.51.100.10 443 198.51.100.10 80 2>&1 | tr '\n' '|')
+	check "allow@public:tcp:443 allows 443, not 80" "hello 198.51.100.10 443|blocked 198.51.100.10:80|" "$out"
 
 	out=$("$msb" run --rootfs "$root" --net-default-egress deny --net-rule allow@host:tcp:8080 -- \
-		sh -c "$net_probe" sh host.msb.internal:8080 198.51.100.10 2>&1 | tr '\n' '|')
+		sh -c "$net_probe" sh host.msb.internal 8080 198.51.100.10 80 2>&1 | tr '\n' '|')
 	check "allow@host: the host's service by name, nothing else" \
-		"hello $(echo "$out" | grep -o '10\.[0-9.]* 8080' | head -1)|blocked 198.51.100.10|" "$out"
+		"hello 0.0.0.0 8080|blocked 198.51.100.10:80|" "$out"
 
 	check "network: nothing left after the runs" "" "$(net_leftovers)"
 
