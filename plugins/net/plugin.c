@@ -93,8 +93,8 @@ static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_ne
 	snprintf(attach->guest_ipv6, sizeof(attach->guest_ipv6), "%s/64", sn->a.guest6);
 	snprintf(attach->gateway_ipv6, sizeof(attach->gateway_ipv6), "%s", sn->a.gw6);
 	snprintf(attach->dns, sizeof(attach->dns), "%s", sn->a.gw4);
-	h->log(h, MSB_LOG_INFO, "slot %u: guest %s and %s, gateway %s", sn->slot, attach->guest_ipv4,
-	       attach->guest_ipv6, sn->a.gw4);
+	h->log(h, MSB_LOG_INFO, "slot %u: guest %s and %s, gateway %s", sn->slot,
+	       attach->guest_ipv4, attach->guest_ipv6, sn->a.gw4);
 	return 0;
 }
 
