@@ -42,6 +42,7 @@ struct prule {
 	char name[256];
 	int proto;
 	unsigned port_lo, port_hi;
+	unsigned block; /* see blocks_compute */
 };
 
 struct net_policy {
@@ -125,6 +126,38 @@ bad:
 	return -EINVAL;
 }
 
+/*
+ * Rules that can share one set lookup: consecutive egress rules with the
+ * same action, protocol and ports whose targets are both addresses, or both
+ * names.  Within such a run order cannot matter (they all say the same
+ * thing), so the run becomes one nftables rule over one set, and 1000
+ * address rules cost one lookup, not 1000 comparisons.  A name run shares
+ * one pin set.
+ */
+static int target_class(const struct prule *r)
+{
+	if (r->target == T_V4 || r->target == T_V6)
+		return 1;
+	if (r->target == T_DOMAIN || r->target == T_SUFFIX)
+		return 2;
+	return 0;
+}
+
+static void blocks_compute(struct net_policy *p)
+{
+	unsigned id = 0;
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *a = i ? &p->r[i - 1] : NULL, *b = &p->r[i];
+		bool same = a && a->egress && b->egress && target_class(a) &&
+			    target_class(a) == target_class(b) && a->allow == b->allow &&
+			    a->proto == b->proto && a->port_lo == b->port_lo &&
+			    a->port_hi == b->port_hi;
+		if (i && !same)
+			id++;
+		p->r[i].block = id;
+	}
+}
+
 int policy_parse(const char *network_json, struct net_policy **out, char *why, size_t wl)
 {
 	json_error_t je;
@@ -165,6 +198,7 @@ int policy_parse(const char *network_json, struct net_policy **out, char *why, s
 		if ((r = parse_rule(json_array_get(rules, i), &p->r[i], why, wl, i)) < 0)
 			goto out;
 	p->n = n;
+	blocks_compute(p);
 	r = 0;
 out:
 	json_decref(root);
@@ -206,8 +240,9 @@ int policy_domain_rules(const struct net_policy *p, const char *name, void (*cb)
 {
 	int n = 0;
 	for (size_t i = 0; i < p->n; i++)
-		if (name_matches(&p->r[i], name)) {
-			cb(arg, (unsigned)i);
+		if (name_matches(&p->r[i], name) && (!n || p->r[i].block != p->r[i - 1].block)) {
+			/* One call per pin set, even when several rules of its run match. */
+			cb(arg, p->r[i].block);
 			n++;
 		}
 	return n;
@@ -376,7 +411,7 @@ static const char *rule_match(const struct prule *r, unsigned k, int family, cha
 	case T_V6:
 		if ((r->target == T_V4) != (family == AF_INET))
 			return NULL;
-		snprintf(m, ml, "%s daddr %s/%u", ip, r->addr, r->prefix);
+		snprintf(m, ml, "%s daddr @blk%u_%s", ip, k, sfx);
 		return m;
 	case T_DOMAIN:
 	case T_SUFFIX:
@@ -483,11 +518,37 @@ char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a)
 		}
 	put_set(&b, "nonpublic4", AF_INET, all4, n4, np4);
 	put_set(&b, "nonpublic6", AF_INET6, all6, n6, np6);
-	for (size_t i = 0; i < p->n; i++)
-		if (p->r[i].target == T_DOMAIN || p->r[i].target == T_SUFFIX) {
-			put(&b, "\tset pin%zu_4 { type ipv4_addr; flags timeout; }\n", i);
-			put(&b, "\tset pin%zu_6 { type ipv6_addr; flags timeout; }\n", i);
+	/* One set per run of address rules and per run of name rules (blocks_compute). */
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *r = &p->r[i];
+		if (i && r->block == p->r[i - 1].block)
+			continue;
+		size_t end = i;
+		while (end < p->n && p->r[end].block == r->block)
+			end++;
+		if (target_class(r) == 2) {
+			put(&b, "\tset pin%u_4 { type ipv4_addr; flags timeout; }\n", r->block);
+			put(&b, "\tset pin%u_6 { type ipv6_addr; flags timeout; }\n", r->block);
+		} else if (target_class(r) == 1) {
+			for (int t = T_V4; t <= T_V6; t++) {
+				size_t k = 0;
+				for (size_t j = i; j < end; j++) {
+					if (p->r[j].target != t)
+						continue;
+					if (!k++)
+						put(&b,
+						    "\tset blk%u_%c { type %s; flags interval; "
+						    "auto-merge; elements = { ",
+						    r->block, t == T_V4 ? '4' : '6',
+						    t == T_V4 ? "ipv4_addr" : "ipv6_addr");
+					put(&b, "%s%s/%u", k > 1 ? ", " : "", p->r[j].addr,
+					    p->r[j].prefix);
+				}
+				if (k)
+					put(&b, " } }\n");
+			}
 		}
+	}
 
 	/* NAT: the gateway's other ports are the host's; out of the uplink as its address. */
 	put(&b,
@@ -525,9 +586,23 @@ char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a)
 		    "\n"
 		    "\t\tip6 daddr != @gw6 meta l4proto { tcp, udp } th dport { 53, 853 } " REJECT
 		    "\n");
-	for (size_t i = 0; i < p->n; i++)
-		if (p->r[i].egress)
-			put_rule(&b, &p->r[i], (unsigned)i);
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *r = &p->r[i];
+		if (!r->egress || (i && r->block == p->r[i - 1].block))
+			continue;
+		if (target_class(r) != 1) {
+			put_rule(&b, r, r->block);
+			continue;
+		}
+		/* An address run: one line per family that has members. */
+		bool done4 = false, done6 = false;
+		for (size_t j = i; j < p->n && p->r[j].block == r->block; j++) {
+			bool *d = p->r[j].target == T_V4 ? &done4 : &done6;
+			if (!*d)
+				put_rule(&b, &p->r[j], r->block);
+			*d = true;
+		}
+	}
 	put(&b, "\t\t%s\n\t}\n}\n", p->default_allow ? "accept" : REJECT);
 	return done(&b);
 }

@@ -11,6 +11,7 @@
  * Prints "ready SLOT GUEST4/P GW4 GUEST6/64 GW6", then reads commands on stdin:
  *   apply FILE        replace the policy with FILE's spec (prints "ok" or "error: ...")
  *   pin NAME ADDR TTL pin ADDR for NAME (prints the number of sets it joined)
+ *   list              the namespace's table (nft list), then a line "end"
  * EOF tears everything down and exits 0.  Errors: one line, exit 1.
  */
 #include <arpa/inet.h>
@@ -21,7 +22,24 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <nftables/libnftables.h>
+
 #include "net.h"
+
+/* `nft list table inet msb` inside the sandbox's namespace, to stdout. */
+static int list_fn(void *arg)
+{
+	(void)arg;
+	struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+	if (!c)
+		return -1;
+	nft_ctx_buffer_output(c);
+	int r = nft_run_cmd_from_buffer(c, "list table inet " NET_TABLE);
+	if (r == 0)
+		fputs(nft_ctx_get_output_buffer(c), stdout);
+	nft_ctx_free(c);
+	return r;
+}
 
 static char *slurp(const char *path)
 {
@@ -77,6 +95,10 @@ int main(int argc, char **argv)
 			else
 				printf("ok\n");
 			free(j);
+		} else if (!strcmp(line, "list\n")) {
+			/* The table, then a line "end". */
+			ns_run(sn.nsfd, list_fn, NULL);
+			printf("end\n");
 		} else if (sscanf(line, "pin %511s %127s %u", a, b, &ttl) == 3) {
 			uint8_t bin[16];
 			int fam = strchr(b, ':') ? AF_INET6 : AF_INET;

@@ -148,6 +148,16 @@ class Sandbox:
         self.p.stdin.flush()
         return self.p.stdout.readline().strip()
 
+    def ruleset(self):
+        self.p.stdin.write('list\n')
+        self.p.stdin.flush()
+        lines = []
+        for line in self.p.stdout:
+            if line.strip() == 'end':
+                break
+            lines.append(line)
+        return ''.join(lines)
+
     def apply(self, network):
         with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
             json.dump({'network': network}, f)
@@ -305,6 +315,33 @@ class NetTest(unittest.TestCase):
         b4 = b.guest4.split('/')[0]
         self.assertNotEqual(a.slot, b.slot)
         self.assertReach(a, no=['%s,80' % b4, '%s,80' % b.gw4])
+
+    def test_a_thousand_rules_are_one_lookup(self):
+        # 1000 address rules of one kind are one set lookup, not 1000 rules.
+        many = [rule('allow', 'ipv4', 'tcp', [80, 80], address='10.%d.%d.0' % (i // 250, i % 250),
+                     prefix=24) for i in range(999)]
+        many.append(rule('allow', 'ipv4', 'tcp', [80, 80], address='198.51.100.10', prefix=32))
+        many.append(rule('allow', 'ipv6', 'tcp', [80, 80], address='2001:db8:1::10', prefix=128))
+        sb = self.sandbox(policy('deny', *many))
+        self.assertReach(sb, yes=[PUB80, PUB6], no=['198.51.100.10,443', PUB443])
+        chain = sb.ruleset().split('chain guest_egress')[1]
+        verdicts = [l for l in chain.splitlines() if 'accept' in l or 'reject' in l]
+        self.assertLessEqual(len(verdicts), 3, chain[:2000])
+
+    def test_runs_merge_but_order_still_holds(self):
+        # deny A, allow A+B: merging must not let the allow jump ahead of the deny.
+        sb = self.sandbox(policy('deny', rule('deny', 'ipv4', address='198.51.100.10', prefix=32),
+                                 rule('allow', 'ipv4', address='198.51.100.0', prefix=24),
+                                 rule('allow', 'ipv4', address='203.0.113.0', prefix=24)))
+        self.assertReach(sb, yes=[PUB443], no=[PUB80])
+
+    def test_name_runs_share_a_pin_set(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'domain', name='a.example.com'),
+                                 rule('allow', 'domain', name='b.example.com'),
+                                 rule('deny', 'domain', name='c.example.com')))
+        self.assertEqual(sb.cmd('pin b.example.com 198.51.100.10 60'), '1')
+        self.assertEqual(sb.cmd('pin c.example.com 203.0.113.10 60'), '1')
+        self.assertReach(sb, yes=[PUB80], no=[PUB443])
 
     # ---- policy changes ----
 
