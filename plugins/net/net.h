@@ -48,6 +48,7 @@ int ns_sysctl(const char *path, const char *value);
 /* ---- link.c ----------------------------------------------------------------- */
 
 struct nl_sock;
+struct dnsproxy;
 struct nft_ctx;
 
 /* A NETLINK_ROUTE socket in the calling thread's namespace. */
@@ -103,6 +104,13 @@ bool policy_has_domains(const struct net_policy *p);
  */
 bool policy_address_allowed(const struct net_policy *p, int family, const uint8_t *addr);
 
+/*
+ * The DNS interceptor's question: NXDOMAIN at once for name?  When the first
+ * name rule matching it denies, or when nothing could ever allow traffic to
+ * it (deny by default, no name rule for it, no allow rule on addresses).
+ */
+bool policy_name_blocked(const struct net_policy *p, const char *name);
+
 /* Run nft text in the calling thread's namespace: 0, or -EINVAL with nft's message. */
 int nft_apply(const char *text, char *why, size_t why_len);
 
@@ -120,8 +128,11 @@ struct snet {
 	struct net_addrs a;
 	unsigned prefix4; /* of the guest's link: 30 */
 	struct net_policy *pol;
-	pthread_mutex_t nft_mu; /* nft below */
+	pthread_mutex_t nft_mu; /* nft and pol */
 	struct nft_ctx *nft;	/* a context inside the namespace, for pins */
+	/* The DNS interceptor on the gateway's port 53 (docs/network-dns.md). */
+	int dns_udp, dns_tcp;
+	struct dnsproxy *dns;
 };
 
 struct snet_opts {
@@ -133,6 +144,14 @@ struct snet_opts {
 	 * this namespace (where the test plays the guest).  -1: a real TAP.
 	 */
 	int guest_nsfd;
+	/*
+	 * Upstream resolvers for the DNS interceptor, "ADDR[,ADDR...]" (port 53,
+	 * or [v6]:port / v4:port); NULL: the host's /etc/resolv.conf.
+	 */
+	const char *dns;
+	/* How the interceptor's thread is made (NULL: pthread_create). */
+	int (*thread_create)(void *ctx, void *(*fn)(void *), void *arg, pthread_t *tid);
+	void *thread_ctx;
 };
 
 #define NET_RUNDIR "/run/msb/net"

@@ -5,9 +5,10 @@
  * nftables, and the DNS interceptor (docs/network.md).  The work is in
  * sandbox.c; this file is the module's face.
  *
- * Module options ([net.netfilter] in the config file):
+ * Module options ([network.netfilter] in the config file):
  *   pool    the IPv4 pool sandboxes' /29 slots come from (10.200.0.0/16)
  *   rundir  where slot locks live (/run/msb/net)
+ *   dns     the DNS interceptor's upstream resolvers (the host's resolv.conf)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,6 +58,17 @@ static const char *opt(const struct msb_host *h, const char *key)
 	return v && *v ? v : NULL;
 }
 
+/* The DNS interceptor's thread: a proxy-class thread of the core's. */
+static int proxy_thread(void *ctx, void *(*fn)(void *), void *arg, pthread_t *tid)
+{
+	const struct msb_host *h = ctx;
+	unsigned long t;
+	int r = h->thread_create(h, MSB_THREAD_PROXY, "msb-dns", fn, arg, &t);
+	if (r == 0)
+		*tid = (pthread_t)t;
+	return r;
+}
+
 static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_net_attach *attach,
 		     struct msb_error *err)
 {
@@ -76,6 +88,9 @@ static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_ne
 		.pool = opt(h, "plugin.pool"),
 		.network_json = spec ? spec : "{}",
 		.guest_nsfd = -1,
+		.dns = opt(h, "plugin.dns"),
+		.thread_create = proxy_thread,
+		.thread_ctx = (void *)h,
 	};
 	char why[512];
 	int r = snet_create(&n->sn, &o, why, sizeof(why));

@@ -248,6 +248,23 @@ int policy_domain_rules(const struct net_policy *p, const char *name, void (*cb)
 	return n;
 }
 
+bool policy_name_blocked(const struct net_policy *p, const char *name)
+{
+	bool address_allow = false;
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *r = &p->r[i];
+		if (!r->egress)
+			continue;
+		if (target_class(r) == 2) {
+			if (name_matches(r, name))
+				return !r->allow; /* first match wins */
+		} else if (r->allow && r->target != T_DNS) {
+			address_allow = true;
+		}
+	}
+	return !p->default_allow && !address_allow;
+}
+
 /* ---- groups ----------------------------------------------------------------- */
 
 struct range {

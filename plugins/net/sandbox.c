@@ -16,13 +16,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <netlink/netlink.h>
 #include <nftables/libnftables.h>
 
+#include "dnsproxy.h"
 #include "net.h"
 
 #define POOL_DEFAULT "10.200.0.0/16"
@@ -237,10 +240,176 @@ static int apply_fn(void *arg)
 	return nft_apply(in->ruleset, in->why, in->wl);
 }
 
+/* ---- the DNS interceptor ------------------------------------------------------ */
+
+/* One upstream "A", "A:PORT", "[A6]", "[A6]:PORT" or "A6" into ss; 0 or -EINVAL. */
+static int upstream_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char buf[80];
+	if (strlen(text) >= sizeof(buf))
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s", text);
+	char *host = buf, *port = NULL;
+	if (buf[0] == '[') {
+		char *close = strchr(buf, ']');
+		if (!close || (close[1] && close[1] != ':'))
+			return -EINVAL;
+		*close = '\0';
+		host = buf + 1;
+		port = close[1] ? close + 2 : NULL;
+	} else if (strchr(buf, ':') == strrchr(buf, ':') && strchr(buf, ':')) {
+		port = strchr(buf, ':');
+		*port++ = '\0';
+	}
+	long p = 53;
+	if (port) {
+		char *end;
+		p = strtol(port, &end, 10);
+		if (!*port || *end || p < 1 || p > 65535)
+			return -EINVAL;
+	}
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)p);
+		*len = sizeof(*a4);
+	} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)p);
+		*len = sizeof(*a6);
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The upstreams from text (comma or space separated), or the host's resolv.conf. */
+static int upstreams(const char *text, struct dnsproxy_cfg *c, char *why, size_t wl)
+{
+	char buf[512] = "";
+	if (text) {
+		snprintf(buf, sizeof(buf), "%s", text);
+	} else {
+		FILE *f = fopen("/etc/resolv.conf", "r");
+		char line[256];
+		size_t len = 0;
+		while (f && fgets(line, sizeof(line), f)) {
+			char ns[80];
+			if (sscanf(line, " nameserver %79s", ns) == 1 &&
+			    len + strlen(ns) + 2 < sizeof(buf))
+				len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s ", ns);
+		}
+		if (f)
+			fclose(f);
+	}
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+		if (c->nupstream == DNSPROXY_UPSTREAMS_MAX)
+			break;
+		if (upstream_parse(t, &c->upstream[c->nupstream], &c->upstream_len[c->nupstream]) <
+		    0) {
+			if (!text)
+				continue; /* resolv.conf: skip what we cannot use (a zone id, say)
+					   */
+			snprintf(why, wl,
+				 "DNS upstream '%s' is not an address (expected A, A:PORT, [A6] or "
+				 "[A6]:PORT)",
+				 t);
+			return -EINVAL;
+		}
+		c->nupstream++;
+	}
+	return 0;
+}
+
+static int dns_query(void *ctx, const char *qname, uint16_t qtype)
+{
+	struct snet *sn = ctx;
+	(void)qtype;
+	pthread_mutex_lock(&sn->nft_mu);
+	bool blocked = sn->pol && policy_name_blocked(sn->pol, qname);
+	pthread_mutex_unlock(&sn->nft_mu);
+	return blocked ? DNSPROXY_BLOCK : DNSPROXY_ALLOW;
+}
+
+static bool dns_address_allowed(void *ctx, const struct sockaddr *addr)
+{
+	struct snet *sn = ctx;
+	const uint8_t *bytes =
+		addr->sa_family == AF_INET
+			? (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr
+			: (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+	pthread_mutex_lock(&sn->nft_mu);
+	bool ok = sn->pol && policy_address_allowed(sn->pol, addr->sa_family, bytes);
+	pthread_mutex_unlock(&sn->nft_mu);
+	return ok;
+}
+
+static void dns_pin(void *ctx, const char *qname, const struct sockaddr *addr, uint32_t ttl)
+{
+	const uint8_t *bytes =
+		addr->sa_family == AF_INET
+			? (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr
+			: (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+	snet_pin(ctx, qname, addr->sa_family, bytes, ttl);
+}
+
+static const struct dnsproxy_policy dns_policy = {
+	.query = dns_query,
+	.address_allowed = dns_address_allowed,
+	.pin = dns_pin,
+};
+
+/* Inside the namespace: UDP and TCP port 53 on the gateway's IPv4 address. */
+static int dns_sockets_fn(void *arg)
+{
+	struct snet *sn = arg;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
+	inet_pton(AF_INET, sn->a.gw4, &a.sin_addr);
+	int one = 1;
+	sn->dns_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	sn->dns_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sn->dns_udp < 0 || sn->dns_tcp < 0)
+		return -errno;
+	setsockopt(sn->dns_tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(sn->dns_udp, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    bind(sn->dns_tcp, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(sn->dns_tcp, 64) < 0)
+		return -errno;
+	return 0;
+}
+
+static int dns_start(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
+{
+	struct dnsproxy_cfg c = {
+		.policy = &dns_policy,
+		.ctx = sn,
+		.thread_create = o->thread_create,
+		.thread_ctx = o->thread_ctx,
+	};
+	int r = upstreams(o->dns, &c, why, wl);
+	if (r < 0)
+		return r;
+	if ((r = ns_run(sn->nsfd, dns_sockets_fn, sn)) < 0) {
+		snprintf(why, wl, "network: the DNS interceptor's sockets on %s:53: %s", sn->a.gw4,
+			 strerror(-r));
+		return r;
+	}
+	c.udp_fd = sn->dns_udp;
+	c.tcp_listen_fd = sn->dns_tcp;
+	/* Started here, in the host's namespace: the upstreams are the host's. */
+	if ((r = dnsproxy_start(&c, &sn->dns)) < 0) {
+		snprintf(why, wl, "network: the DNS interceptor: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
 int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
 {
 	memset(sn, 0, sizeof(*sn));
-	sn->lock_fd = sn->nsfd = sn->tap_fd = -1;
+	sn->lock_fd = sn->nsfd = sn->tap_fd = sn->dns_udp = sn->dns_tcp = -1;
 	sn->prefix4 = 30;
 	pthread_mutex_init(&sn->nft_mu, NULL);
 	uint32_t base;
@@ -326,7 +495,7 @@ int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl
 	}
 	r = ns_run(sn->nsfd, inside_fn, &in);
 	free(in.ruleset);
-	if (r < 0)
+	if (r < 0 || (r = dns_start(sn, o, why, wl)) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -398,6 +567,14 @@ int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr,
 void snet_destroy(struct snet *sn)
 {
 	char why[256];
+	/* The interceptor first: its callbacks use everything below. */
+	dnsproxy_stop(sn->dns);
+	sn->dns = NULL;
+	if (sn->dns_udp >= 0)
+		close(sn->dns_udp);
+	if (sn->dns_tcp >= 0)
+		close(sn->dns_tcp);
+	sn->dns_udp = sn->dns_tcp = -1;
 	if (sn->nft) {
 		nft_ctx_free(sn->nft);
 		sn->nft = NULL;

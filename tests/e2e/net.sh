@@ -13,7 +13,7 @@ net_world_up() {
 	ip -n world addr add 203.0.113.2/24 dev w0
 	ip -n world addr add 2001:db8:ffff::2/64 dev w0 nodad
 	ip -n world link set w0 up
-	for a in 198.51.100.10 203.0.113.10 192.168.50.10 169.254.169.254; do
+	for a in 198.51.100.10 203.0.113.10 192.168.50.10 169.254.169.254 198.51.100.53; do
 		ip -n world addr add "$a/32" dev lo
 		[ "$a" = 203.0.113.10 ] || ip route add "$a/32" via 203.0.113.2
 	done
@@ -41,20 +41,46 @@ PYEOF
 	for a in 198.51.100.10 203.0.113.10 192.168.50.10 169.254.169.254 2001:db8:1::10; do
 		specs+=("$a,80" "$a,443")
 	done
-	ip netns exec world /usr/bin/python3 "$work/httpd.py" "${specs[@]}" >"$work/world.out" &
+	ip netns exec world /usr/bin/python3 "$work/httpd.py" "${specs[@]}" >"$work/world.out" 2>&1 &
 	net_world_pid=$!
 	/usr/bin/python3 "$work/httpd.py" 0.0.0.0,8080 >"$work/hostsvc.out" &
 	net_host_pid=$!
-	for _ in $(seq 300); do
-		grep -q up "$work/world.out" 2>/dev/null && grep -q up "$work/hostsvc.out" 2>/dev/null && return 0
+	# The world's resolver: a few A records, NXDOMAIN for the rest.
+	cat >"$work/dnsd.py" <<'PYEOF'
+import socket, struct
+zone = {"api.example.com": "198.51.100.10", "other.example.com": "203.0.113.10",
+        "rebind.example.com": "192.168.50.10"}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.53", 53))
+print("up", flush=True)
+while True:
+    q, peer = s.recvfrom(4096)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+    name = ".".join(labels).lower()
+    a = zone.get(name) if qtype == 1 else None
+    out = q[:2] + struct.pack("!HHHHH", 0x8180 | (0 if name in zone else 3), 1, 1 if a else 0, 0, 0)
+    out += q[12:i + 5]
+    if a:
+        out += struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(a)
+    s.sendto(out, peer)
+PYEOF
+	ip netns exec world /usr/bin/python3 "$work/dnsd.py" >"$work/dnsd.out" 2>&1 &
+	net_dns_pid=$!
+	printf '[network.netfilter]\ndns = 198.51.100.53\n' >"$work/net.conf"
+	for _ in $(seq 600); do
+		grep -q up "$work/world.out" 2>/dev/null && grep -q up "$work/hostsvc.out" 2>/dev/null &&
+			grep -q up "$work/dnsd.out" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	return 1
 }
 
 net_world_down() {
-	kill "$net_world_pid" "$net_host_pid" 2>/dev/null
-	wait "$net_world_pid" "$net_host_pid" 2>/dev/null
+	kill "$net_world_pid" "$net_host_pid" "$net_dns_pid" 2>/dev/null
+	wait "$net_world_pid" "$net_host_pid" "$net_dns_pid" 2>/dev/null
 	ip netns del world 2>/dev/null
 	ip link del hw0 2>/dev/null
 }
@@ -69,7 +95,7 @@ net_leftovers() {
 net_probe='while [ $# -gt 1 ]; do r=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 "$1" "$2" 2>/dev/null | tail -1); echo "${r:-blocked $1:$2}"; shift 2; done'
 
 if ! net_world_up; then
-	fail "network: the test world came up" "$(cat "$work/world.out" 2>&1 | tail -2)"
+	fail "network: the test world came up" "$(tail -n 3 "$work/world.out" "$work/hostsvc.out" "$work/dnsd.out" 2>&1 | tr "\n" " ")"
 else
 	out=$("$msb" run --rootfs "$root" --no-net -- sh -c 'ls /sys/class/net | tr "\n" " "' 2>&1)
 	check "--no-net: the guest has no network device" "lo " "$out"
@@ -95,6 +121,20 @@ else
 		sh -c "$net_probe" sh host.msb.internal 8080 198.51.100.10 80 2>&1 | tr '\n' '|')
 	check "allow@host: the host's service by name, nothing else" \
 		"hello 0.0.0.0 8080|blocked 198.51.100.10:80|" "$out"
+
+	# DNS through the interceptor (upstream: the world's resolver, from the config).
+	out=$(MSB_CONFIG="$work/net.conf" "$msb" run --rootfs "$root" --net-default-egress deny \
+		--net-rule allow@dns,allow@api.example.com:tcp:80 -- sh -c '
+		nslookup api.example.com | grep -c 198.51.100.10
+		nslookup other.example.com >/dev/null 2>&1 && echo resolved || echo nxdomain
+		r=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 api.example.com 80 2>/dev/null | tail -1); echo "${r:-blocked}"
+		r=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 203.0.113.10 80 2>/dev/null | tail -1); echo "${r:-blocked}"' 2>&1 | tr '\n' '|')
+	check "DNS: a domain rule opens what the interceptor resolved, nothing else" \
+		"1|nxdomain|hello 198.51.100.10 80|blocked|" "$out"
+	out=$(MSB_CONFIG="$work/net.conf" "$msb" run --rootfs "$root" --net-default-egress allow -- sh -c '
+		nslookup rebind.example.com >/dev/null 2>&1 && echo resolved || echo nxdomain
+		nslookup api.example.com | grep -c 198.51.100.10' 2>&1 | tr '\n' '|')
+	check "DNS: rebind protection (a public name answering 192.168.x is NXDOMAIN)" "nxdomain|1|" "$out"
 
 	check "network: nothing left after the runs" "" "$(net_leftovers)"
 

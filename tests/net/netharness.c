@@ -74,7 +74,8 @@ int main(int argc, char **argv)
 	struct snet_opts o = {.rundir = argv[1],
 			      .pool = getenv("MSB_NET_POOL"),
 			      .network_json = spec,
-			      .guest_nsfd = gfd};
+			      .guest_nsfd = gfd,
+			      .dns = getenv("MSB_NET_DNS")};
 	char why[512];
 	if (snet_create(&sn, &o, why, sizeof(why)) < 0) {
 		fprintf(stderr, "msb-netharness: %s\n", why);

@@ -20,9 +20,65 @@ import time
 import unittest
 
 HARNESS = None
-WORLD4 = ['198.51.100.10', '203.0.113.10', '192.168.50.10', '169.254.169.254']
+WORLD4 = ['198.51.100.10', '203.0.113.10', '192.168.50.10', '169.254.169.254', '198.51.100.53']
 WORLD6 = ['2001:db8:1::10', 'fd00:ec2::254']
 HOST_PORT = 8080
+RESOLVER = '198.51.100.53'
+# The world's DNS: name -> A records (TTL 60).  Only the world's resolver knows them.
+ZONE = {'api.example.com': ['198.51.100.10'], 'other.example.com': ['203.0.113.10'],
+        'rebind.example.com': ['192.168.50.10'], 'meta.example.com': ['169.254.169.254']}
+
+DNS_SERVER = r'''
+import json, socket, struct, sys
+zone = json.loads(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 53))
+print("up", flush=True)
+while True:
+    q, peer = s.recvfrom(4096)
+    qid, flags = struct.unpack("!HH", q[:4])
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+    question = q[12:i + 5]
+    name = ".".join(labels).lower()
+    addrs = zone.get(name, []) if qtype == 1 else []
+    rcode = 0 if name in zone else 3
+    out = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(addrs), 0, 0) + question
+    for a in addrs:
+        out += struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton(a)
+    s.sendto(out, peer)
+'''
+
+RESOLVE = r'''
+import socket, struct, sys, time
+server, name = sys.argv[1], sys.argv[2]
+q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+for l in name.split("."):
+    q += bytes([len(l)]) + l.encode()
+q += b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+t0 = time.monotonic()
+try:
+    s.sendto(q, (server, 53)); r = s.recv(4096)
+except OSError as e:
+    print("error", e); sys.exit()
+rcode, an = struct.unpack("!H", r[2:4])[0] & 15, struct.unpack("!H", r[6:8])[0]
+i = 12
+while r[i]:
+    i += 1 + r[i]
+i += 5
+addrs = []
+for _ in range(an):
+    i += 2 if r[i] >= 0xC0 else 0
+    typ, _, ttl, ln = struct.unpack("!HHIH", r[i:i + 10]); i += 10
+    if typ == 1:
+        addrs.append(socket.inet_ntoa(r[i:i + 4]))
+    i += ln
+print(["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN"][rcode] if rcode < 4 else rcode,
+      ",".join(addrs), "%.2f" % (time.monotonic() - t0))
+'''
 
 SERVER = r'''
 import socket, sys, threading
@@ -94,13 +150,16 @@ class World:
         specs = ['%s,%d' % (a, p) for a in WORLD4 + WORLD6 for p in (80, 443, 53)]
         self.world = subprocess.Popen(['ip', 'netns', 'exec', 'world', sys.executable, '-c',
                                        SERVER] + specs, stdout=subprocess.PIPE, text=True)
+        self.dns = subprocess.Popen(['ip', 'netns', 'exec', 'world', sys.executable, '-c',
+                                     DNS_SERVER, json.dumps(ZONE), RESOLVER],
+                                    stdout=subprocess.PIPE, text=True)
         self.host = subprocess.Popen([sys.executable, '-c', SERVER, '0.0.0.0,%d' % HOST_PORT,
                                       '::,%d' % HOST_PORT], stdout=subprocess.PIPE, text=True)
-        for p in (self.world, self.host):
+        for p in (self.world, self.host, self.dns):
             assert p.stdout.readline().strip() == 'up'
 
     def close(self):
-        for p in (self.world, self.host):
+        for p in (self.world, self.host, self.dns):
             p.kill()
             p.wait()
             p.stdout.close()
@@ -119,7 +178,7 @@ class Sandbox:
         self.spec = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)
         json.dump({'network': network}, self.spec)
         self.spec.close()
-        env = dict(os.environ)
+        env = dict(os.environ, MSB_NET_DNS=RESOLVER)
         if pool:
             env['MSB_NET_POOL'] = pool
         self.p = subprocess.Popen([HARNESS, rundir, self.spec.name, '/run/netns/' + self.ns],
@@ -170,6 +229,14 @@ class Sandbox:
         """{target: banner or 'error: ...'} for 'addr,port' targets, from the guest."""
         r = ns_exec(self.ns, sys.executable, '-c', CLIENT, *targets)
         return json.loads(r.stdout)
+
+    def resolve(self, name):
+        """(rcode, [addresses], seconds) for an A query to the gateway's interceptor."""
+        out = ns_exec(self.ns, sys.executable, '-c', RESOLVE, self.gw4, name).stdout.split()
+        if out[0] == 'error':
+            return ('error', [], 0.0)
+        return (out[0], [a for a in out[1].split(',') if a] if len(out) == 3 else [],
+                float(out[-1]))
 
     def ok(self, target):
         return self.reach(target)[target].startswith('hello')
@@ -342,6 +409,40 @@ class NetTest(unittest.TestCase):
         self.assertEqual(sb.cmd('pin b.example.com 198.51.100.10 60'), '1')
         self.assertEqual(sb.cmd('pin c.example.com 203.0.113.10 60'), '1')
         self.assertReach(sb, yes=[PUB80], no=[PUB443])
+
+    # ---- the DNS interceptor ----
+
+    def test_dns_answers_and_pins(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'dns'),
+                                 rule('allow', 'domain', 'tcp', [80, 80], name='api.example.com')))
+        self.assertReach(sb, no=[PUB80])  # not resolved yet: nothing pinned
+        self.assertEqual(sb.resolve('api.example.com')[:2], ('NOERROR', ['198.51.100.10']))
+        self.assertReach(sb, yes=[PUB80], no=['198.51.100.10,443'])
+        # A hard-coded address of another name, never resolved, stays closed.
+        self.assertReach(sb, no=[PUB443])
+
+    def test_dns_blocked_names_nxdomain_at_once(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'dns'),
+                                 rule('allow', 'domain', name='api.example.com')))
+        rcode, addrs, secs = sb.resolve('other.example.com')
+        self.assertEqual((rcode, addrs), ('NXDOMAIN', []))
+        self.assertLess(secs, 1.0)
+        self.assertReach(sb, no=[PUB443])
+
+    def test_dns_rebind_protection(self):
+        sb = self.sandbox(policy('allow'))
+        self.assertEqual(sb.resolve('rebind.example.com')[0], 'NXDOMAIN')
+        self.assertEqual(sb.resolve('meta.example.com')[0], 'NXDOMAIN')
+        self.assertEqual(sb.resolve('api.example.com')[:2], ('NOERROR', ['198.51.100.10']))
+        # An explicit address rule for the LAN lets its answers through.
+        sb.apply(policy('allow', rule('allow', 'ipv4', address='192.168.50.0', prefix=24)))
+        self.assertEqual(sb.resolve('rebind.example.com')[:2], ('NOERROR', ['192.168.50.10']))
+        self.assertEqual(sb.resolve('meta.example.com')[0], 'NXDOMAIN')
+
+    def test_dns_denied_without_allow_dns(self):
+        # DNS to the gateway is traffic like any other: no allow@dns, no answers.
+        sb = self.sandbox(policy('deny', rule('allow', 'group', group='public')))
+        self.assertNotEqual(sb.resolve('api.example.com')[0], 'NOERROR')
 
     # ---- policy changes ----
 
