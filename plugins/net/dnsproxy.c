@@ -611,6 +611,23 @@ static int read_framed(struct conn *c, int fd, size_t max)
 	}
 }
 
+/* Send c->buf[c->sent..c->need) on fd: 1 all sent, 0 would block, -1 failed. */
+static int conn_send(struct conn *c, int fd)
+{
+	while (c->sent < c->need) {
+		ssize_t n =
+			send(fd, c->buf + c->sent, c->need - c->sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n <= 0)
+			return -1;
+		c->sent += (size_t)n;
+	}
+	return 1;
+}
+
 static void conn_client_ready(struct dnsproxy *p, struct conn *c, uint32_t events)
 {
 	if (events & (EPOLLERR | EPOLLHUP)) {
@@ -624,20 +641,11 @@ static void conn_client_ready(struct dnsproxy *p, struct conn *c, uint32_t event
 		else if (r > 0)
 			conn_query(p, c);
 	} else if (c->st == C_WRITE && (events & EPOLLOUT)) {
-		while (c->sent < c->need) {
-			ssize_t n = send(c->fd, c->buf + c->sent, c->need - c->sent,
-					 MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && errno == EAGAIN)
-				return;
-			if (n <= 0) {
-				conn_close(p, c);
-				return;
-			}
-			c->sent += (size_t)n;
-		}
-		conn_read_next(p, c);
+		int r = conn_send(c, c->fd);
+		if (r < 0)
+			conn_close(p, c);
+		else if (r > 0)
+			conn_read_next(p, c);
 	}
 }
 
@@ -657,19 +665,13 @@ static void conn_upstream_ready(struct dnsproxy *p, struct conn *c, uint32_t eve
 		c->st = C_UP_WRITE;
 	}
 	if (c->st == C_UP_WRITE) {
-		while (c->sent < c->need) {
-			ssize_t n = send(c->up_fd, c->buf + c->sent, c->need - c->sent,
-					 MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 && errno == EAGAIN)
-				return;
-			if (n <= 0) {
-				conn_upstream_next(p, c);
-				return;
-			}
-			c->sent += (size_t)n;
+		int r = conn_send(c, c->up_fd);
+		if (r < 0) {
+			conn_upstream_next(p, c);
+			return;
 		}
+		if (r == 0)
+			return;
 		c->st = C_UP_READ;
 		c->have = 0;
 		c->need = 2;

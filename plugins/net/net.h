@@ -72,6 +72,7 @@ int link_tap(const char *name);
 struct net_addrs {
 	char gw4[INET6_ADDRSTRLEN], guest4[INET6_ADDRSTRLEN], hostend4[INET6_ADDRSTRLEN];
 	char gw6[INET6_ADDRSTRLEN], guest6[INET6_ADDRSTRLEN], hostend6[INET6_ADDRSTRLEN];
+	char up4[INET6_ADDRSTRLEN], up6[INET6_ADDRSTRLEN]; /* up0, the namespace's uplink end */
 };
 
 struct net_policy; /* parsed rules */

@@ -83,9 +83,11 @@ static void addrs_for(unsigned slot, uint32_t base, struct net_addrs *a)
 	v4(b + 1, a->gw4);
 	v4(b + 2, a->guest4);
 	v4(b + 5, a->hostend4);
+	v4(b + 6, a->up4);
 	snprintf(a->gw6, sizeof(a->gw6), ULA_FMT, 2 * slot, 1u);
 	snprintf(a->guest6, sizeof(a->guest6), ULA_FMT, 2 * slot, 2u);
 	snprintf(a->hostend6, sizeof(a->hostend6), ULA_FMT, 2 * slot + 1, 1u);
+	snprintf(a->up6, sizeof(a->up6), ULA_FMT, 2 * slot + 1, 2u);
 }
 
 /* Host-side leftovers of slot n: its uplink link and its table.  1 if any was found. */
@@ -197,16 +199,12 @@ static int inside_fn(void *arg)
 			goto out;
 	} else {
 		what = "the uplink";
-		char a4[64], a6[96];
-		uint32_t he;
-		inet_pton(AF_INET, sn->a.hostend4, &he);
-		struct in_addr up = {.s_addr = htonl(ntohl(he) + 1)};
-		inet_ntop(AF_INET, &up, a4, sizeof(a4));
-		snprintf(cidr, sizeof(cidr), "%s/30", a4);
+		snprintf(cidr, sizeof(cidr), "%s/30", sn->a.up4);
 		if ((r = link_addr(s, NET_UP_NAME, cidr)) < 0)
 			goto out;
-		snprintf(a6, sizeof(a6), ULA_FMT "/64", 2 * sn->slot + 1, 2u);
-		if ((r = link_addr(s, NET_UP_NAME, a6)) < 0 || (r = link_up(s, NET_UP_NAME, 0)) < 0)
+		snprintf(cidr, sizeof(cidr), "%s/64", sn->a.up6);
+		if ((r = link_addr(s, NET_UP_NAME, cidr)) < 0 ||
+		    (r = link_up(s, NET_UP_NAME, 0)) < 0)
 			goto out;
 		what = "the default routes";
 		if ((r = link_default_route(s, sn->a.hostend4)) < 0 ||
@@ -324,6 +322,14 @@ static int upstreams(const char *text, struct dnsproxy_cfg *c, char *why, size_t
 	return 0;
 }
 
+/* The address bytes of an AF_INET or AF_INET6 sockaddr. */
+static const uint8_t *sa_bytes(const struct sockaddr *a)
+{
+	return a->sa_family == AF_INET
+		       ? (const uint8_t *)&((const struct sockaddr_in *)a)->sin_addr
+		       : (const uint8_t *)&((const struct sockaddr_in6 *)a)->sin6_addr;
+}
+
 static int dns_query(void *ctx, const char *qname, uint16_t qtype)
 {
 	struct snet *sn = ctx;
@@ -337,23 +343,15 @@ static int dns_query(void *ctx, const char *qname, uint16_t qtype)
 static bool dns_address_allowed(void *ctx, const struct sockaddr *addr)
 {
 	struct snet *sn = ctx;
-	const uint8_t *bytes =
-		addr->sa_family == AF_INET
-			? (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr
-			: (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
 	pthread_mutex_lock(&sn->nft_mu);
-	bool ok = sn->pol && policy_address_allowed(sn->pol, addr->sa_family, bytes);
+	bool ok = sn->pol && policy_address_allowed(sn->pol, addr->sa_family, sa_bytes(addr));
 	pthread_mutex_unlock(&sn->nft_mu);
 	return ok;
 }
 
 static void dns_pin(void *ctx, const char *qname, const struct sockaddr *addr, uint32_t ttl)
 {
-	const uint8_t *bytes =
-		addr->sa_family == AF_INET
-			? (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr
-			: (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
-	snet_pin(ctx, qname, addr->sa_family, bytes, ttl);
+	snet_pin(ctx, qname, addr->sa_family, sa_bytes(addr), ttl);
 }
 
 static const struct dnsproxy_policy dns_policy = {
