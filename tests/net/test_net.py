@@ -10,6 +10,7 @@ msb-netharness: plugins/net's own code builds the slot, namespace, uplink,
 NAT and nftables policy, with a veth into a test namespace standing in for the
 guest's TAP.  Clients run in that guest namespace and report what they reach.
 """
+import ipaddress
 import json
 import os
 import signal
@@ -443,6 +444,28 @@ class NetTest(unittest.TestCase):
         # DNS to the gateway is traffic like any other: no allow@dns, no answers.
         sb = self.sandbox(policy('deny', rule('allow', 'group', group='public')))
         self.assertNotEqual(sb.resolve('api.example.com')[0], 'NOERROR')
+
+    def test_nothing_new_gets_in(self):
+        # Even with routes to it, neither the host nor the world can open a
+        # connection into a sandbox (no published ports), whatever its egress policy.
+        sb = self.sandbox(policy('allow'))
+        srv = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', SERVER,
+                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(srv.stdout.close)
+        self.addCleanup(srv.wait)
+        self.addCleanup(srv.kill)
+        self.assertEqual(srv.stdout.readline().strip(), 'up')
+        guest = sb.guest4.split('/')[0]
+        base = ipaddress.ip_address(sb.gw4) - 1
+        sh('ip', 'route', 'add', guest + '/32', 'via', str(base + 6))
+        self.addCleanup(sh, 'ip', 'route', 'del', guest + '/32', check=False)
+        self.assertTrue(sb.ok('127.0.0.1,80'))  # the server is up
+        for where in (None, 'world'):
+            cmd = [sys.executable, '-c', CLIENT, '%s,80' % guest]
+            if where:
+                cmd = ['ip', 'netns', 'exec', where] + cmd
+            got = json.loads(sh(*cmd).stdout)
+            self.assertFalse(got['%s,80' % guest].startswith('hello'), where or 'the host')
 
     # ---- policy changes ----
 
