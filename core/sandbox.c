@@ -103,18 +103,15 @@ static void console_tail(const char *path, char *out, size_t len)
 int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *err)
 {
 	/*
-	 * Options whose modules are not built yet are refused, not ignored: a
-	 * sandbox must never silently lack a share or a secret it was promised.
-	 * (Network rules are not refused: without the network module the guest
-	 * has no network device at all, which is stricter than any rule.)
+	 * Options no module serves yet are refused, not ignored: a sandbox
+	 * must never silently lack a secret or a port it was promised.
 	 */
 	if (spec->nsecrets || spec->npublish)
-		return msb_error_set(
-			err, -ENOTSUP,
-			"%s not supported yet (the %s module is not built); nothing was "
-			"started",
-			spec->nsecrets ? "--secret is" : "--publish is",
-			spec->nsecrets ? "secrets" : "network");
+		return msb_error_set(err, -ENOTSUP,
+				     "%s not supported yet (%s); nothing was started",
+				     spec->nsecrets ? "--secret is" : "--publish is",
+				     spec->nsecrets ? "the secrets module is not built"
+						    : "the network module publishes no ports yet");
 	return 0;
 }
 
