@@ -106,6 +106,15 @@ bool policy_has_domains(const struct net_policy *p);
 bool policy_address_allowed(const struct net_policy *p, int family, const uint8_t *addr);
 
 /*
+ * Ingress to a published port: the first ingress (or any-direction) rule
+ * matching the peer's address, the protocol and the guest port decides;
+ * none matching: allowed.  A peer on an IPv4-mapped IPv6 address is given
+ * as AF_INET.
+ */
+bool policy_ingress_allowed(const struct net_policy *p, int family, const uint8_t *addr, bool udp,
+			    unsigned port);
+
+/*
  * The DNS interceptor's question: NXDOMAIN at once for name?  When the first
  * name rule matching it denies, or when nothing could ever allow traffic to
  * it (deny by default, no name rule for it, no allow rule on addresses).
@@ -114,6 +123,39 @@ bool policy_name_blocked(const struct net_policy *p, const char *name);
 
 /* Run nft text in the calling thread's namespace: 0, or -EINVAL with nft's message. */
 int nft_apply(const char *text, char *why, size_t why_len);
+
+/* ---- publish.c ---------------------------------------------------------------- */
+
+#define NET_PUBLISH_MAX 256 /* published ports per sandbox (the spec's LIST_MAX) */
+
+struct pub_rule;
+struct pubfwd;
+
+/*
+ * The spec's network.publish list: 0 with *out malloc'd (*n entries, none:
+ * NULL), or -EINVAL with a one-line reason.
+ */
+int pub_parse(const char *network_json, struct pub_rule **out, unsigned *n, char *why,
+	      size_t why_len);
+/*
+ * Listen on every published host address and port (here, in the caller's
+ * namespace) and start the forwarder thread, which enters nsfd and connects
+ * to guest4.  Nothing published: 0 with *out NULL.  On failure nothing is
+ * left and why names the port.
+ */
+struct pubfwd_cfg {
+	const char *network_json;
+	int nsfd;
+	const char *guest4;
+	int (*thread_create)(void *ctx, void *(*fn)(void *), void *arg, pthread_t *tid);
+	void *thread_ctx;
+	/* Whether peer may use the published guest port (NULL: everyone). */
+	bool (*allowed)(void *ctx, const struct sockaddr *peer, bool udp, unsigned guest_port);
+	void *ctx;
+};
+int pubfwd_start(const struct pubfwd_cfg *cfg, struct pubfwd **out, char *why, size_t why_len);
+/* Stop the thread, close every listener and connection.  NULL is fine. */
+void pubfwd_stop(struct pubfwd *f);
 
 /* ---- sandbox.c ---------------------------------------------------------------- */
 
@@ -134,6 +176,7 @@ struct snet {
 	/* The DNS interceptor on the gateway's port 53 (docs/network-dns.md). */
 	int dns_udp, dns_tcp;
 	struct dnsproxy *dns;
+	struct pubfwd *pub; /* published ports, or NULL */
 };
 
 struct snet_opts {

@@ -58,12 +58,12 @@ static const char *opt(const struct msb_host *h, const char *key)
 	return v && *v ? v : NULL;
 }
 
-/* The DNS interceptor's thread: a proxy-class thread of the core's. */
+/* The DNS interceptor's and the port forwarder's threads: proxy-class threads of the core's. */
 static int proxy_thread(void *ctx, void *(*fn)(void *), void *arg, pthread_t *tid)
 {
 	const struct msb_host *h = ctx;
 	unsigned long t;
-	int r = h->thread_create(h, MSB_THREAD_PROXY, "msb-dns", fn, arg, &t);
+	int r = h->thread_create(h, MSB_THREAD_PROXY, "msb-netproxy", fn, arg, &t);
 	if (r == 0)
 		*tid = (pthread_t)t;
 	return r;

@@ -34,7 +34,8 @@ enum { P_ANY, P_TCP, P_UDP, P_ICMP };
 
 struct prule {
 	bool allow;
-	bool egress; /* egress or any; ingress-only rules have nothing to match yet */
+	bool egress;  /* egress or any */
+	bool ingress; /* ingress or any: checked for published ports (publish.c) */
 	int target, group;
 	char addr[INET6_ADDRSTRLEN];
 	unsigned prefix;
@@ -77,6 +78,7 @@ static int parse_rule(json_t *j, struct prule *r, char *why, size_t wl, size_t i
 		goto bad;
 	r->allow = !strcmp(action, "allow");
 	r->egress = !dir || strcmp(dir, "ingress") != 0;
+	r->ingress = dir && (!strcmp(dir, "ingress") || !strcmp(dir, "any"));
 	if ((r->target = LOOKUP(targets, kind)) < 0 || (r->proto = LOOKUP(protos, proto)) < 0)
 		goto bad;
 	json_t *ports = json_object_get(j, "ports");
@@ -350,6 +352,33 @@ bool policy_address_allowed(const struct net_policy *p, int family, const uint8_
 			return r->allow; /* first match wins, as in the ruleset */
 	}
 	return false;
+}
+
+bool policy_ingress_allowed(const struct net_policy *p, int family, const uint8_t *addr, bool udp,
+			    unsigned port)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *r = &p->r[i];
+		if (!r->ingress)
+			continue;
+		if ((r->proto == P_TCP && udp) || (r->proto == P_UDP && !udp) || r->proto == P_ICMP)
+			continue;
+		if (r->port_lo && (port < r->port_lo || port > r->port_hi))
+			continue;
+		bool m = false;
+		if (r->target == T_ANY)
+			m = true;
+		else if (r->target == T_V4 && family == AF_INET)
+			m = in_prefix(family, addr, r->bin, r->prefix);
+		else if (r->target == T_V6 && family == AF_INET6)
+			m = in_prefix(family, addr, r->bin, r->prefix);
+		else if (r->target == T_GROUP)
+			m = in_group(family, addr, r->group);
+		/* dns, domain and suffix targets name destinations: never a peer. */
+		if (m)
+			return r->allow;
+	}
+	return true; /* a published port is open to whoever reaches its address */
 }
 
 /* ---- text ------------------------------------------------------------------- */

@@ -404,6 +404,29 @@ static int dns_start(struct snet *sn, const struct snet_opts *o, char *why, size
 	return 0;
 }
 
+/* The forwarder's question, under the policy's lock (snet_apply replaces it). */
+static bool ingress_allowed(void *ctx, const struct sockaddr *peer, bool udp, unsigned port)
+{
+	struct snet *sn = ctx;
+	uint8_t a[16];
+	int family = peer->sa_family;
+	if (family == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+	} else {
+		const struct in6_addr *x = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(x)) {
+			family = AF_INET;
+			memcpy(a, x->s6_addr + 12, 4);
+		} else {
+			memcpy(a, x->s6_addr, 16);
+		}
+	}
+	pthread_mutex_lock(&sn->nft_mu);
+	bool ok = sn->pol && policy_ingress_allowed(sn->pol, family, a, udp, port);
+	pthread_mutex_unlock(&sn->nft_mu);
+	return ok;
+}
+
 int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
 {
 	memset(sn, 0, sizeof(*sn));
@@ -495,6 +518,16 @@ int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl
 	free(in.ruleset);
 	if (r < 0 || (r = dns_start(sn, o, why, wl)) < 0)
 		goto fail;
+	/* Published ports last: from here on, the host can reach the guest. */
+	struct pubfwd_cfg pc = {.network_json = o->network_json,
+				.nsfd = sn->nsfd,
+				.guest4 = sn->a.guest4,
+				.thread_create = o->thread_create,
+				.thread_ctx = o->thread_ctx,
+				.allowed = ingress_allowed,
+				.ctx = sn};
+	if ((r = pubfwd_start(&pc, &sn->pub, why, wl)) < 0)
+		goto fail;
 	return 0;
 fail:
 	snet_destroy(sn);
@@ -565,7 +598,9 @@ int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr,
 void snet_destroy(struct snet *sn)
 {
 	char why[256];
-	/* The interceptor first: its callbacks use everything below. */
+	/* The forwarders first: their threads use everything below. */
+	pubfwd_stop(sn->pub);
+	sn->pub = NULL;
 	dnsproxy_stop(sn->dns);
 	sn->dns = NULL;
 	if (sn->dns_udp >= 0)

@@ -10,16 +10,60 @@
 set -uo pipefail
 build=$(cd "${1:?usage: suite.sh BUILD_DIR [ROOTFS]}" && pwd)
 msb_bin="$build/msb"
-# Every call is bounded: a hang fails its check instead of the whole run.
-msb() { timeout --foreground 300 "$msb_bin" "$@"; }
+# Every call is bounded: a hang fails its check instead of the whole run,
+# and first says what every msb process and sandbox was doing (e2e_diag, on
+# the suite's stderr: the end of a failed run's log).
+exec 9>&2
+msb_limit=${MSB_E2E_CMD_TIMEOUT:-300}
+e2e_diag() {
+	echo "e2e: '$1' still running after ${msb_limit}s; what runs:"
+	ps -eo pid,ppid,stat,etimes,time,wchan:22,args --sort=pid | grep -E '[m]sb|[q]emu' | cut -c1-220
+	local p t
+	for p in $(pgrep -f msb-supervisor); do
+		for t in /proc/"$p"/task/*; do
+			echo "  thread $p/${t##*/} $(cat "$t/comm") $(cut -d' ' -f3 "$t/stat") $(cat "$t/wchan")" \
+				"$(head -n 3 "$t/stack" 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
+		done
+	done
+	for t in "$MSB_HOME"/sandboxes/*/; do
+		[ -d "$t" ] || continue
+		echo "  sandbox $t"
+		tail -n 6 "$t/console.log" "$t/supervisor.log" 2>/dev/null | sed 's/^/    /' | cut -c1-200
+	done
+}
+msb_watch() { # PID WHAT: past the limit, say what runs, then stop PID
+	local s
+	trap 'kill $s 2>/dev/null; exit 0' TERM
+	sleep "$msb_limit" &
+	s=$!
+	wait "$s"
+	kill -0 "$1" 2>/dev/null || exit 0
+	e2e_diag "$2" >&9
+	kill -TERM "$1"
+	sleep 5
+	kill -KILL "$1" 2>/dev/null
+}
+msb() {
+	"$msb_bin" "$@" <&0 &
+	local pid=$! w rc
+	msb_watch "$pid" "msb $*" </dev/null >/dev/null 2>&9 &
+	w=$!
+	wait "$pid"
+	rc=$?
+	kill "$w" 2>/dev/null
+	wait "$w" 2>/dev/null
+	return "$rc"
+}
 msb=msb
 work=$(mktemp -d /tmp/msb-e2e.XXXXXX)
 export MSB_HOME="$work/home"
 export MSB_BOOT_TIMEOUT=${MSB_BOOT_TIMEOUT:-180s}
 passed=0 failed=0
 
-pass() { echo "PASS: $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL: $1${2:+ — $2}"; failed=$((failed + 1)); }
+# Each line ends with the seconds since the suite started: a slow or killed
+# run's output says where the time went.
+pass() { echo "PASS: $1 [${SECONDS}s]"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $1${2:+ — $2} [${SECONDS}s]"; failed=$((failed + 1)); }
 check() { # check NAME EXPECTED ACTUAL
 	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
 }
@@ -344,7 +388,7 @@ PYEOF
 	# pip runs from Debian's bundled wheel with the venv's python, so it installs
 	# into the venv; copying pip itself into the venv (ensurepip) takes minutes
 	# under the nested TCG test host and tests nothing more.
-	out=$(timeout --foreground 300 "$msb_bin" run -u root -v "$share/py:/mnt" localhost/e2e/python:1 -- sh -c '
+	out=$("$msb" run -u root -v "$share/py:/mnt" localhost/e2e/python:1 -- sh -c '
 		python3 -m venv --without-pip /mnt/venv && set -- /usr/share/python-wheels/pip-*.whl &&
 		/mnt/venv/bin/python "$1/pip" install --no-index --no-compile \
 			--disable-pip-version-check -q /mnt/msbdemo-1.0-py3-none-any.whl &&

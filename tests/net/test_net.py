@@ -10,13 +10,16 @@ msb-netharness: plugins/net's own code builds the slot, namespace, uplink,
 NAT and nftables policy, with a veth into a test namespace standing in for the
 guest's TAP.  Clients run in that guest namespace and report what they reach.
 """
+import hashlib
 import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -117,6 +120,39 @@ for t in sys.argv[1:]:
 print(json.dumps(out))
 '''
 
+
+ECHO = r"""
+import socket, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 7)); s.listen(16)
+    while True:
+        c, _ = s.accept()
+        def one(c=c):
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                c.sendall(b)
+            c.close()
+        threading.Thread(target=one, daemon=True).start()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+    while True:
+        b, peer = u.recvfrom(65536); u.sendto(b"echo " + b, peer)
+threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("up", flush=True)
+threading.Event().wait()
+"""
+
+
+def free_port(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
@@ -466,6 +502,111 @@ class NetTest(unittest.TestCase):
                 cmd = ['ip', 'netns', 'exec', where] + cmd
             got = json.loads(sh(*cmd).stdout)
             self.assertFalse(got['%s,80' % guest].startswith('hello'), where or 'the host')
+
+    # ---- published ports ----
+
+    def test_published_ports_tcp_and_udp(self):
+        # -p 127.0.0.1:P:80, -p 127.0.0.1:E:7 and -p 127.0.0.1:U:5353/udp reach
+        # the guest even when its egress is deny-all; nothing else gets in.
+        tp, ep = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+        up = free_port(socket.SOCK_DGRAM)
+        net = policy('deny')
+        net['publish'] = [
+            {'address': '127.0.0.1', 'host_port': tp, 'guest_port': 80, 'proto': 'tcp'},
+            {'address': '127.0.0.1', 'host_port': ep, 'guest_port': 7, 'proto': 'tcp'},
+            {'address': '127.0.0.1', 'host_port': up, 'guest_port': 5353, 'proto': 'udp'}]
+        sb = self.sandbox(net)
+        self.guest_servers(sb)
+        got = json.loads(sh(sys.executable, '-c', CLIENT, '127.0.0.1,%d' % tp).stdout)
+        self.assertEqual(got['127.0.0.1,%d' % tp], 'hello 0.0.0.0 80')
+        # Bound to 127.0.0.1 only: not on the host's other addresses.
+        got = json.loads(sh(sys.executable, '-c', CLIENT, '203.0.113.1,%d' % tp).stdout)
+        self.assertFalse(got['203.0.113.1,%d' % tp].startswith('hello'))
+        # An unpublished guest port stays closed to the host.
+        guest = sb.guest4.split('/')[0]
+        got = json.loads(sh(sys.executable, '-c', CLIENT, '%s,7' % guest).stdout)
+        self.assertFalse(got['%s,7' % guest].startswith('hello'))
+        # UDP: each peer its own flow, answers come back to it.
+        for i in range(3):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(5)
+            u.sendto(b'ping %d' % i, ('127.0.0.1', up))
+            self.assertEqual(u.recv(100), b'echo ping %d' % i)
+            u.close()
+        # A large stream both ways, with half-close: 4 MiB out, the same back.
+        data = os.urandom(4 << 20)
+        e = socket.create_connection(('127.0.0.1', ep), timeout=20)
+        t = threading.Thread(target=lambda: (e.sendall(data), e.shutdown(socket.SHUT_WR)),
+                             daemon=True)
+        t.start()
+        back = bytearray()
+        while True:
+            b = e.recv(1 << 16)
+            if not b:
+                break
+            back += b
+        t.join()
+        e.close()
+        self.assertEqual(len(back), len(data))
+        self.assertEqual(hashlib.sha256(back).digest(), hashlib.sha256(data).digest())
+
+    def test_ingress_rules_on_published_ports(self):
+        # First match wins on the peer: 127.0.0.1 is loopback; a rule for
+        # another port or direction does not apply.
+        tp, up = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+        deny_lo = rule('deny', 'group', group='loopback')
+        deny_lo['direction'] = 'ingress'
+        egress_only = rule('deny', 'any')  # egress: never about published ports
+        other_port = rule('allow', 'group', 'tcp', [81, 81], group='loopback')
+        other_port['direction'] = 'ingress'
+        net = policy('allow', other_port, egress_only, deny_lo)
+        net['publish'] = [
+            {'address': '127.0.0.1', 'host_port': tp, 'guest_port': 80, 'proto': 'tcp'},
+            {'address': '127.0.0.1', 'host_port': up, 'guest_port': 5353, 'proto': 'udp'}]
+        sb = self.sandbox(net)
+        self.guest_servers(sb)
+        got = json.loads(sh(sys.executable, '-c', CLIENT, '127.0.0.1,%d' % tp).stdout)
+        self.assertFalse(got['127.0.0.1,%d' % tp].startswith('hello'), got)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(1)
+        u.sendto(b'ping', ('127.0.0.1', up))
+        with self.assertRaises(socket.timeout):
+            u.recv(100)
+        u.close()
+        # The same sandbox, the rule gone (apply): the port answers.
+        del net['rules'][2]
+        self.assertEqual(sb.apply(net), 'ok')
+        got = json.loads(sh(sys.executable, '-c', CLIENT, '127.0.0.1,%d' % tp).stdout)
+        self.assertEqual(got['127.0.0.1,%d' % tp], 'hello 0.0.0.0 80')
+
+    def guest_servers(self, sb):
+        """A banner on :80, TCP echo on :7 and UDP echo on :5353, in the guest."""
+        srv = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', SERVER,
+                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
+        echo = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', ECHO],
+                                stdout=subprocess.PIPE, text=True)
+        for p in (srv, echo):
+            self.addCleanup(p.stdout.close)
+            self.addCleanup(p.wait)
+            self.addCleanup(p.kill)
+            self.assertEqual(p.stdout.readline().strip(), 'up')
+
+    def test_published_port_taken_fails_cleanly(self):
+        busy = socket.socket()
+        busy.bind(('127.0.0.1', 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        port = busy.getsockname()[1]
+        net = policy('deny')
+        net['publish'] = [{'address': '127.0.0.1', 'host_port': port, 'guest_port': 80,
+                           'proto': 'tcp'}]
+        with self.assertRaises(RuntimeError) as cm:
+            Sandbox(net, self.rundir)
+        msg = str(cm.exception)
+        self.assertEqual(len(msg.splitlines()), 1, msg)
+        self.assertIn('127.0.0.1:%d:80/tcp' % port, msg)
+        self.assertIn('Address already in use', msg)
+        self.assertEqual(leftovers(), [])
 
     # ---- policy changes ----
 
