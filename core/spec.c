@@ -45,6 +45,8 @@ static const struct msb_spec_option options[] = {
 	 "rules, comma-separated, first match wins (docs/network-rules.md)"},
 	{"publish", 'p', MSB_OPT_REPEAT, "[ADDR:]HOST:GUEST[/udp]",
 	 "publish a guest port on the host (127.0.0.1 unless ADDR)"},
+	{"dns-nameserver", 0, MSB_OPT_REPEAT, "ADDR",
+	 "resolver the DNS interceptor forwards to (IPv4 or IPv6; up to 3; default the host's)"},
 	{"user", 'u', MSB_OPT_VALUE, "USER[:GROUP]", "run commands as this user (name or uid)"},
 	{"security", 0, MSB_OPT_VALUE, "default|restricted", "guest security profile"},
 	{"volume", 'v', MSB_OPT_REPEAT, "SRC:GUEST[:OPTS]",
@@ -101,6 +103,7 @@ void msb_spec_free(struct msb_spec *s)
 	free_strv(s->command, s->ncommand);
 	free(s->rules);
 	free(s->publish);
+	free_strv(s->dns, s->ndns);
 	free(s->user);
 	for (size_t i = 0; i < s->nvolumes; i++) {
 		free(s->volumes[i].source);
@@ -378,6 +381,28 @@ bad_addr:
 			     "--publish '%.*s': bad address '%.*s' (expected an IPv4 address or "
 			     "[IPv6])",
 			     Q, v, Q, addr);
+}
+
+#define DNS_MAX 3 /* the interceptor's DNSPROXY_UPSTREAMS_MAX */
+
+static int opt_dns(struct msb_spec *s, const char *v, struct msb_error *err)
+{
+	unsigned char tmp[16];
+	if (inet_pton(AF_INET, v, tmp) != 1 && inet_pton(AF_INET6, v, tmp) != 1)
+		return msb_error_set(err, -EINVAL,
+				     "--dns-nameserver '%.*s': expected an IPv4 or IPv6 address", Q,
+				     v);
+	if (s->ndns >= DNS_MAX)
+		return msb_error_set(err, -EINVAL, "--dns-nameserver '%.*s': at most %d resolvers",
+				     Q, v, DNS_MAX);
+	char **d = grow(&s->dns, &s->ndns, sizeof(*d), "--dns-nameserver", err);
+	if (!d)
+		return err ? err->code : -ENOMEM;
+	if (!(*d = strdup(v))) {
+		s->ndns--;
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	}
+	return 0;
 }
 
 static int opt_user(struct msb_spec *s, const char *v, struct msb_error *err)
@@ -769,6 +794,8 @@ int msb_spec_set(struct msb_spec *s, const char *option, const char *value, stru
 		return opt_net_rule(s, v, err);
 	if (!strcmp(option, "publish"))
 		return opt_publish(s, v, err);
+	if (!strcmp(option, "dns-nameserver"))
+		return opt_dns(s, v, err);
 	if (!strcmp(option, "user"))
 		return opt_user(s, v, err);
 	if (!strcmp(option, "security"))
@@ -969,13 +996,14 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 		return msb_error_set(err, -EINVAL,
 				     "both IMAGE '%.*s' and --rootfs given (expected one of them)",
 				     Q, s->image);
-	if (s->no_net && (s->rules_given || s->egress || s->npublish))
+	if (s->no_net && (s->rules_given || s->egress || s->npublish || s->ndns))
 		return msb_error_set(err, -EINVAL,
 				     "--no-net cannot be combined with %s (a sandbox without a "
 				     "network has no rules or ports)",
 				     s->rules_given ? "--net-rule"
 				     : s->egress    ? "--net-default-egress"
-						    : "--publish");
+				     : s->npublish  ? "--publish"
+						    : "--dns-nameserver");
 	if (s->rootfs) {
 		char real[PATH_MAX];
 		struct stat st;
@@ -1117,6 +1145,9 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 				      : s->egress == MSB_EGRESS_ALLOW ? "allow"
 								      : "deny",
 				      "rules", rules, "publish", publish));
+	if (s->ndns)
+		json_object_set_new(json_object_get(root, "network"), "dns",
+				    strv_json(s->dns, s->ndns));
 	json_object_set_new(root, "process",
 			    json_pack("{s:o,s:o,s:o}", "user", opt_str(s->user), "env",
 				      strv_json(s->env, s->nenv), "workdir", opt_str(s->workdir)));
@@ -1283,6 +1314,14 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 			snprintf(buf, sizeof(buf), "%s%s%s:%d:%d/%s", v6 ? "[" : "", addr,
 				 v6 ? "]" : "", hp, gp, proto);
 			if ((r = msb_spec_set(s, "publish", buf, err)) < 0)
+				return r;
+		}
+		json_t *dns = json_object_get(net, "dns"), *d;
+		if (dns && !json_is_array(dns))
+			return json_fail(err, "network.dns", "an array of addresses");
+		json_array_foreach(dns, i, d)
+		{
+			if ((r = set_from_string(s, d, "dns-nameserver", "network.dns", err)) < 0)
 				return r;
 		}
 	}

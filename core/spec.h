@@ -73,6 +73,8 @@ struct msb_spec {
 	size_t nrules;
 	struct msb_publish *publish;
 	size_t npublish;
+	char **dns; /* --dns-nameserver: the interceptor's upstreams (addresses) */
+	size_t ndns;
 	char *user;
 	int security;
 	struct msb_volume *volumes;

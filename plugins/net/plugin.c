@@ -11,6 +11,7 @@
  *   dns     the DNS interceptor's upstream resolvers (the host's resolv.conf)
  */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,29 @@ static int proxy_thread(void *ctx, void *(*fn)(void *), void *arg, pthread_t *ti
 	return r;
 }
 
+/* The spec's network.dns as the interceptor's "ADDR,[ADDR6]:53" list; false if none. */
+static bool spec_dns(const char *spec, char *out, size_t len)
+{
+	json_t *root = spec ? json_loads(spec, 0, NULL) : NULL;
+	json_t *dns = json_object_get(json_object_get(root, "network"), "dns"), *d;
+	size_t i, used = 0;
+	out[0] = '\0';
+	json_array_foreach(dns, i, d)
+	{
+		const char *a = json_string_value(d);
+		if (!a)
+			continue;
+		int v6 = strchr(a, ':') != NULL;
+		int n = snprintf(out + used, len - used, "%s%s%s%s", used ? "," : "",
+				 v6 ? "[" : "", a, v6 ? "]:53" : "");
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+	json_decref(root);
+	return used > 0;
+}
+
 static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_net_attach *attach,
 		     struct msb_error *err)
 {
@@ -83,12 +107,15 @@ static int net_setup(void *inst, const struct msb_net_config *cfg, struct msb_ne
 				    "sandbox networking needs root for now (the rootless path is "
 				    "later work); use --no-net");
 	const char *spec = h->spec_json(h);
+	/* --dns-nameserver (the spec's network.dns) before the module's `dns` option. */
+	char dns[256];
+	const char *upstreams = spec_dns(spec, dns, sizeof(dns)) ? dns : opt(h, "plugin.dns");
 	struct snet_opts o = {
 		.rundir = opt(h, "plugin.rundir"),
 		.pool = opt(h, "plugin.pool"),
 		.network_json = spec ? spec : "{}",
 		.guest_nsfd = -1,
-		.dns = opt(h, "plugin.dns"),
+		.dns = upstreams,
 		.thread_create = proxy_thread,
 		.thread_ctx = (void *)h,
 	};

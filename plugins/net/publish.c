@@ -276,6 +276,10 @@ static void conn_event(struct pubfwd *f, uint32_t idx, uint32_t events)
 			return;
 		}
 		c->connecting = false;
+	} else if (events & (EPOLLERR | EPOLLHUP)) {
+		/* Reset, or shut both ways: level-triggered, it would come back forever. */
+		conn_close(f, c);
+		return;
 	}
 	if (!pump(c->hfd, c->gfd, &c->to_g, true) || !pump(c->gfd, c->hfd, &c->to_h, true)) {
 		conn_close(f, c);
@@ -443,8 +447,14 @@ static void *loop_main(void *arg)
 {
 	struct pubfwd *f = arg;
 	/* Sockets made from here on (to the guest) are in the sandbox's namespace. */
-	if (setns(f->nsfd, CLONE_NEWNET) < 0)
+	if (setns(f->nsfd, CLONE_NEWNET) < 0) {
+		/* Refuse rather than queue: close the host side's sockets. */
+		for (unsigned i = 0; i < f->nrules; i++) {
+			close(f->rules[i].fd);
+			f->rules[i].fd = -1;
+		}
 		return NULL;
+	}
 	struct epoll_event evs[64];
 	for (;;) {
 		int n = epoll_wait(f->epfd, evs, 64, 5000);

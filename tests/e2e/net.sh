@@ -131,10 +131,26 @@ else
 		r=$(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 203.0.113.10 80 2>/dev/null | tail -1); echo "${r:-blocked}"' 2>&1 | tr '\n' '|')
 	check "DNS: a domain rule opens what the interceptor resolved, nothing else" \
 		"1|nxdomain|hello 198.51.100.10 80|blocked|" "$out"
-	out=$(MSB_CONFIG="$work/net.conf" "$msb" run --rootfs "$root" --net-default-egress allow -- sh -c '
+	# The upstream from --dns-nameserver this time, not the config.
+	out=$("$msb" run --rootfs "$root" --net-default-egress allow --dns-nameserver 198.51.100.53 -- sh -c '
 		nslookup rebind.example.com >/dev/null 2>&1 && echo resolved || echo nxdomain
 		nslookup api.example.com | grep -c 198.51.100.10' 2>&1 | tr '\n' '|')
-	check "DNS: rebind protection (a public name answering 192.168.x is NXDOMAIN)" "nxdomain|1|" "$out"
+	check "DNS: rebind protection (a public name answering 192.168.x is NXDOMAIN); --dns-nameserver" "nxdomain|1|" "$out"
+
+	# A published port: the host reaches the guest's port 80 at 127.0.0.1:18080,
+	# whatever the egress policy.
+	"$msb" run --rootfs "$root" --net-default-egress deny -p 127.0.0.1:18080:80 -- \
+		sh -c 'echo from-the-guest | nc -l -p 80 >/dev/null' >"$work/pub.out" 2>&1 &
+	pubpid=$!
+	got=
+	for _ in $(seq 240); do
+		got=$(/usr/bin/python3 -c 'import socket; s = socket.create_connection(("127.0.0.1", 18080), 2); s.settimeout(5); print(s.recv(100).decode().strip())' 2>/dev/null) &&
+			[ -n "$got" ] && break
+		sleep 0.5
+	done
+	wait "$pubpid"
+	check "-p 127.0.0.1:18080:80: the host reaches the guest's port, egress deny-all" \
+		"from-the-guest 0" "$got $?"
 
 	check "network: nothing left after the runs" "" "$(net_leftovers)"
 

@@ -135,6 +135,8 @@ static void test_bad_values(void **state)
 		{"publish", "0:80", "bad host port"},
 		{"publish", "8080:80/sctp", "'sctp'"},
 		{"publish", "1.2.3:8080:80", "bad address"},
+		{"dns-nameserver", "dns.example", "expected an IPv4 or IPv6 address"},
+		{"dns-nameserver", "[::1]", "'[::1]'"},
 		{"user", "Root", "'Root'"},
 		{"user", "app:", "'app:'"},
 		{"user", "a:b:c", "'a:b:c'"},
@@ -208,6 +210,19 @@ static void test_validation(void **state)
 	static const char *const nonet2[] = {"image",	"x",	 "no-net", NULL,
 					     "publish", "80:80", NULL};
 	expect_invalid(nonet2, "--publish");
+	static const char *const nonet3[] = {"image",		"x",	      "no-net", NULL,
+					     "dns-nameserver", "192.0.2.53", NULL};
+	expect_invalid(nonet3, "--dns-nameserver");
+	{
+		struct msb_spec *d = msb_spec_new();
+		struct msb_error err = MSB_ERROR_INIT;
+		static const char *const three[] = {"192.0.2.1", "192.0.2.2", "2001:db8::3"};
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(msb_spec_set(d, "dns-nameserver", three[i], &err), 0);
+		assert_true(msb_spec_set(d, "dns-nameserver", "192.0.2.4", &err) < 0);
+		assert_non_null(strstr(err.msg, "at most 3 resolvers"));
+		msb_spec_free(d);
+	}
 	static const char *const root[] = {"image", "x", "volume", "/tmp:/", NULL};
 	expect_invalid(root, "cannot mount over the guest's /");
 	static const char *const agent[] = {"image", "x", "volume", "/tmp:/.msb/agent", NULL};
@@ -314,6 +329,10 @@ static void test_json_round_trip(void **state)
 					 "8080:80",
 					 "publish",
 					 "[::1]:5353:53/udp",
+					 "dns-nameserver",
+					 "198.51.100.53",
+					 "dns-nameserver",
+					 "2001:db8::53",
 					 "user",
 					 "1000:1000",
 					 "security",
