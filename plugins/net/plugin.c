@@ -83,8 +83,8 @@ static bool spec_dns(const char *spec, char *out, size_t len)
 		if (!a)
 			continue;
 		int v6 = strchr(a, ':') != NULL;
-		int n = snprintf(out + used, len - used, "%s%s%s%s", used ? "," : "",
-				 v6 ? "[" : "", a, v6 ? "]:53" : "");
+		int n = snprintf(out + used, len - used, "%s%s%s%s", used ? "," : "", v6 ? "[" : "",
+				 a, v6 ? "]:53" : "");
 		if (n < 0 || (size_t)n >= len - used)
 			break;
 		used += (size_t)n;

@@ -210,7 +210,7 @@ static void test_validation(void **state)
 	static const char *const nonet2[] = {"image",	"x",	 "no-net", NULL,
 					     "publish", "80:80", NULL};
 	expect_invalid(nonet2, "--publish");
-	static const char *const nonet3[] = {"image",		"x",	      "no-net", NULL,
+	static const char *const nonet3[] = {"image",	       "x",	     "no-net", NULL,
 					     "dns-nameserver", "192.0.2.53", NULL};
 	expect_invalid(nonet3, "--dns-nameserver");
 	{
