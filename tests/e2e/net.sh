@@ -137,6 +137,23 @@ else
 		nslookup api.example.com | grep -c 198.51.100.10' 2>&1 | tr '\n' '|')
 	check "DNS: rebind protection (a public name answering 192.168.x is NXDOMAIN); --dns-nameserver" "nxdomain|1|" "$out"
 
+	# Python's own HTTP client and resolver (the python image, section 9).
+	if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
+		out=$(MSB_CONFIG="$work/net.conf" "$msb" run localhost/e2e/python:1 -- python3 -c '
+import socket, urllib.request
+def get(u):
+    try:
+        return urllib.request.urlopen(u, timeout=5).read().decode().strip()
+    except OSError as e:
+        return "blocked"
+print(get("http://198.51.100.10/"), get("http://[2001:db8:1::10]/"), get("http://192.168.50.10/"),
+      get("http://169.254.169.254/"), sep="|")
+print(sorted({a[4][0] for a in socket.getaddrinfo("api.example.com", 80, socket.AF_INET)}))
+print(get("http://api.example.com/"))' 2>&1 | tr '\n' ' ')
+		check "python urllib + getaddrinfo: public v4/v6 yes, LAN and metadata no, names resolve" \
+			"hello 198.51.100.10 80|hello 2001:db8:1::10 80|blocked|blocked ['198.51.100.10'] hello 198.51.100.10 80 " "$out"
+	fi
+
 	# A published port: the host reaches the guest's port 80 at 127.0.0.1:18080,
 	# whatever the egress policy.
 	"$msb" run --rootfs "$root" --net-default-egress deny -p 127.0.0.1:18080:80 -- \
