@@ -884,7 +884,11 @@ static int agent_setup(void **state)
 	a->pid = fork();
 	assert_true(a->pid >= 0);
 	if (a->pid == 0) {
-		dup2(sv[1], 3);
+		/* dup2 onto itself keeps FD_CLOEXEC (sv[1] is 3 when stdio is closed). */
+		if (sv[1] == 3)
+			fcntl(3, F_SETFD, 0);
+		else
+			dup2(sv[1], 3);
 		execl(AGENT_PATH, AGENT_PATH, "--serve-fd", "3", "--root", a->root, (char *)NULL);
 		_exit(127);
 	}
