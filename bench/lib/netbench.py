@@ -184,20 +184,27 @@ class Net(bootbench.Bench):
     def qemu(self, kind):
         d = tempfile.mkdtemp(dir=self.work)
         passt = None
+        cleanup = [d]
         try:
             if kind == "slirp":
                 self.netdev = ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"]
                 self.net_cmdline = "msb.net=10.0.2.15/24,10.0.2.2 msb.dns=10.0.2.3 msb.mtu=1500"
             else:
-                sock = d + "/passt.sock"
+                # passt drops root for nobody before it binds its socket.
+                sd = tempfile.mkdtemp(prefix="msb-passt-", dir="/tmp")
+                os.chmod(sd, 0o777)
+                cleanup.append(sd)
+                sock = sd + "/passt.sock"
                 passt = subprocess.Popen([self.a.passt, "-f", "-q", "-s", sock, "-t", "none",
                                           "-u", "none"], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 for _ in range(100):
-                    if os.path.exists(sock):
+                    if os.path.exists(sock) or passt.poll() is not None:
                         break
                     time.sleep(0.05)
-                else:
+                if passt.poll() is not None or not os.path.exists(sock):
+                    passt.kill()
+                    passt.wait()
                     raise RuntimeError("passt made no socket: %s" % passt.stderr.read(2000))
                 self.netdev = ["-netdev", "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock,
                                "-device", "virtio-net-device,netdev=n0"]
@@ -209,7 +216,8 @@ class Net(bootbench.Bench):
             if passt:
                 passt.kill()
                 passt.wait()
-            shutil.rmtree(d, ignore_errors=True)
+            for x in cleanup:
+                shutil.rmtree(x, ignore_errors=True)
 
 
 def rules_1000():
