@@ -54,6 +54,8 @@ struct pub_buf {
 
 struct pub_conn {
 	bool used, connecting;
+	/* A hang-up seen on the fd, and whether it is in the epoll set now. */
+	bool h_hup, g_hup, h_in, g_in;
 	uint32_t gen;
 	int hfd, gfd;		   /* the host's client, the guest */
 	struct pub_buf to_g, to_h; /* host -> guest, guest -> host */
@@ -245,6 +247,22 @@ static bool pump(int src, int dst, struct pub_buf *b, bool can_write)
 	return true;
 }
 
+/*
+ * epoll reports a hang-up whatever the mask: a hung-up fd we want nothing
+ * from is taken out of the set (else it would wake the loop forever), and
+ * put back when we want to read or write it again.
+ */
+static void watch(struct pubfwd *f, int fd, uint32_t events, bool hup, bool *in, uint64_t t)
+{
+	if (hup && !events) {
+		if (*in && ep(f, EPOLL_CTL_DEL, fd, 0, t) == 0)
+			*in = false;
+		return;
+	}
+	if (ep(f, *in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, events, t) == 0)
+		*in = true;
+}
+
 static void conn_interest(struct pubfwd *f, struct pub_conn *c, uint32_t idx)
 {
 	uint32_t he = 0, ge = 0;
@@ -260,13 +278,19 @@ static void conn_interest(struct pubfwd *f, struct pub_conn *c, uint32_t idx)
 		if (c->to_g.len)
 			ge |= EPOLLOUT;
 	}
-	ep(f, EPOLL_CTL_MOD, c->hfd, he, tag(K_HOST, c->gen, idx));
-	ep(f, EPOLL_CTL_MOD, c->gfd, ge, tag(K_GUEST, c->gen, idx));
+	watch(f, c->hfd, he, c->h_hup, &c->h_in, tag(K_HOST, c->gen, idx));
+	watch(f, c->gfd, ge, c->g_hup, &c->g_in, tag(K_GUEST, c->gen, idx));
 }
 
-static void conn_event(struct pubfwd *f, uint32_t idx, uint32_t events)
+static void conn_event(struct pubfwd *f, uint32_t idx, int kind, uint32_t events)
 {
 	struct pub_conn *c = &f->conns[idx];
+	if (events & EPOLLHUP) {
+		if (kind == K_HOST)
+			c->h_hup = true;
+		else
+			c->g_hup = true;
+	}
 	if (c->connecting) {
 		int err = 0;
 		socklen_t el = sizeof(err);
@@ -276,11 +300,11 @@ static void conn_event(struct pubfwd *f, uint32_t idx, uint32_t events)
 			return;
 		}
 		c->connecting = false;
-	} else if (events & (EPOLLERR | EPOLLHUP)) {
-		/* Reset, or shut both ways: level-triggered, it would come back forever. */
-		conn_close(f, c);
+	} else if (events & EPOLLERR) {
+		conn_close(f, c); /* reset: what was in flight is gone anyway */
 		return;
 	}
+	/* A hang-up may still leave data to read: pump drains it to EOF. */
 	if (!pump(c->hfd, c->gfd, &c->to_g, true) || !pump(c->gfd, c->hfd, &c->to_h, true)) {
 		conn_close(f, c);
 		return;
@@ -355,6 +379,8 @@ static void accept_ready(struct pubfwd *f, unsigned ri)
 		if (ep(f, EPOLL_CTL_ADD, c->hfd, 0, tag(K_HOST, c->gen, idx)) < 0 ||
 		    ep(f, EPOLL_CTL_ADD, c->gfd, EPOLLOUT, tag(K_GUEST, c->gen, idx)) < 0)
 			conn_close(f, c);
+		else
+			c->h_in = c->g_in = true;
 	}
 }
 
@@ -477,7 +503,7 @@ static void *loop_main(void *arg)
 			case K_HOST:
 			case K_GUEST:
 				if (f->conns[idx].used && (f->conns[idx].gen & 0xffffffu) == gen)
-					conn_event(f, idx, evs[i].events);
+					conn_event(f, idx, k, evs[i].events);
 				break;
 			case K_FLOW:
 				if (f->flows[idx].used && (f->flows[idx].gen & 0xffffffu) == gen)
