@@ -171,6 +171,28 @@ print(get("http://api.example.com/"))' 2>&1 | tr '\n' ' ')
 
 	check "network: nothing left after the runs" "" "$(net_leftovers)"
 
+	# Multi-tenant: a running sandbox serves on its port 80 and allows all
+	# egress; another one, also allow-all, cannot reach it (the world it can).
+	"$msb" create --rootfs "$root" --name tenant1 --net-default-egress allow >/dev/null 2>&1
+	t1=$("$msb" exec tenant1 -- sh -c "ip -4 -o addr show eth0" 2>/dev/null | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+	"$msb" exec tenant1 -- sh -c 'echo from-tenant1 | nc -l -p 80 >/dev/null' >/dev/null 2>&1 &
+	srvpid=$!
+	for _ in $(seq 30); do
+		"$msb" exec tenant1 -- sh -c 'netstat -ltn | grep -q ":80 "' >/dev/null 2>&1 && break
+		sleep 0.5
+	done
+	out=$("$msb" run --rootfs "$root" --net-default-egress allow -- sh -c "
+		$net_probe" sh "${t1:-none}" 80 198.51.100.10 80 2>&1 | tr '\n' '|')
+	# The server was there all along: tenant1 reaches it itself.
+	own=$("$msb" exec tenant1 -- sh -c 'nc -w 5 127.0.0.1 80' 2>&1)
+	wait "$srvpid"
+	check "multi-tenant: a sandbox (allow-all) cannot reach another's server; the world it can" \
+		"yes|blocked $t1:80|hello 198.51.100.10 80||from-tenant1" \
+		"$(case "$t1" in 10.*) echo yes ;; *) echo "no address: $t1" ;; esac)|$out|$own"
+	# (If its stop runs out of time, what it leaves is reaped by the next msb
+	# run: the SIGKILL check below.)
+	"$msb" rm -f tenant1 >/dev/null 2>&1
+
 	# A supervisor killed with SIGKILL: the next msb cleans what it left.
 	"$msb" create --rootfs "$root" --name netcrash >/dev/null 2>&1
 	pid=$(cat "$MSB_HOME/sandboxes/netcrash/supervisor.pid" 2>/dev/null)
