@@ -409,12 +409,7 @@ class NetTest(unittest.TestCase):
     def test_two_sandboxes_cannot_reach_each_other(self):
         a = self.sandbox(policy('allow'))
         b = self.sandbox(policy('allow'))
-        srv = subprocess.Popen(['ip', 'netns', 'exec', b.ns, sys.executable, '-c', SERVER,
-                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
-        self.addCleanup(srv.stdout.close)
-        self.addCleanup(srv.wait)
-        self.addCleanup(srv.kill)
-        self.assertEqual(srv.stdout.readline().strip(), 'up')
+        srv = self.serve(b.ns, SERVER, '0.0.0.0,80')
         self.assertTrue(b.ok('127.0.0.1,80'))
         b4 = b.guest4.split('/')[0]
         self.assertNotEqual(a.slot, b.slot)
@@ -485,12 +480,7 @@ class NetTest(unittest.TestCase):
         # Even with routes to it, neither the host nor the world can open a
         # connection into a sandbox (no published ports), whatever its egress policy.
         sb = self.sandbox(policy('allow'))
-        srv = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', SERVER,
-                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
-        self.addCleanup(srv.stdout.close)
-        self.addCleanup(srv.wait)
-        self.addCleanup(srv.kill)
-        self.assertEqual(srv.stdout.readline().strip(), 'up')
+        srv = self.serve(sb.ns, SERVER, '0.0.0.0,80')
         guest = sb.guest4.split('/')[0]
         base = ipaddress.ip_address(sb.gw4) - 1
         sh('ip', 'route', 'add', guest + '/32', 'via', str(base + 6))
@@ -581,15 +571,18 @@ class NetTest(unittest.TestCase):
 
     def guest_servers(self, sb):
         """A banner on :80, TCP echo on :7 and UDP echo on :5353, in the guest."""
-        srv = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', SERVER,
-                                '0.0.0.0,80'], stdout=subprocess.PIPE, text=True)
-        echo = subprocess.Popen(['ip', 'netns', 'exec', sb.ns, sys.executable, '-c', ECHO],
-                                stdout=subprocess.PIPE, text=True)
-        for p in (srv, echo):
-            self.addCleanup(p.stdout.close)
-            self.addCleanup(p.wait)
-            self.addCleanup(p.kill)
-            self.assertEqual(p.stdout.readline().strip(), 'up')
+        self.serve(sb.ns, SERVER, '0.0.0.0,80')
+        self.serve(sb.ns, ECHO)
+
+    def serve(self, ns, code, *args):
+        """A Python server in namespace ns, up before this returns, gone after the test."""
+        p = subprocess.Popen(['ip', 'netns', 'exec', ns, sys.executable, '-c', code, *args],
+                             stdout=subprocess.PIPE, text=True)
+        self.addCleanup(p.stdout.close)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        self.assertEqual(p.stdout.readline().strip(), 'up')
+        return p
 
     def test_published_port_taken_fails_cleanly(self):
         busy = socket.socket()
