@@ -303,8 +303,11 @@ static void udp_reply(struct dnsproxy *p, const uint8_t *msg, size_t len, const 
 {
 	if (len == 0)
 		return;
+	/* The socket of the client's family: a v4 client asked on udp_fd, a v6 one on udp6_fd. */
+	int fd = to->sa.sa_family == AF_INET6 && p->cfg.udp6_fd >= 0 ? p->cfg.udp6_fd
+								     : p->cfg.udp_fd;
 	/* A full socket buffer drops the reply, as the network would: the guest retries. */
-	(void)sendto(p->cfg.udp_fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, &to->sa, tolen);
+	(void)sendto(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL, &to->sa, tolen);
 }
 
 static void pending_free(struct dnsproxy *p, struct pending *e)
@@ -405,13 +408,12 @@ static void udp_query(struct dnsproxy *p, size_t len, const union sa *from, sock
 	pending_send(p, e);
 }
 
-static void udp_client_ready(struct dnsproxy *p)
+static void udp_client_ready(struct dnsproxy *p, int fd)
 {
 	for (unsigned i = 0; i < DNSPROXY_UDP_BURST; i++) {
 		union sa from;
 		socklen_t fromlen = sizeof(from);
-		ssize_t n = recvfrom(p->cfg.udp_fd, p->buf, sizeof(p->buf), MSG_DONTWAIT, &from.sa,
-				     &fromlen);
+		ssize_t n = recvfrom(fd, p->buf, sizeof(p->buf), MSG_DONTWAIT, &from.sa, &fromlen);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -697,10 +699,10 @@ static void conn_upstream_ready(struct dnsproxy *p, struct conn *c, uint32_t eve
 	}
 }
 
-static void listen_ready(struct dnsproxy *p)
+static void listen_ready(struct dnsproxy *p, int lfd)
 {
 	for (unsigned i = 0; i < DNSPROXY_UDP_BURST; i++) {
-		int fd = accept4(p->cfg.tcp_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -790,13 +792,13 @@ static void *loop_main(void *arg)
 			case K_STOP:
 				return NULL;
 			case K_UDP:
-				udp_client_ready(p);
+				udp_client_ready(p, idx ? p->cfg.udp6_fd : p->cfg.udp_fd);
 				break;
 			case K_UP_UDP:
 				udp_upstream_ready(p, idx);
 				break;
 			case K_LISTEN:
-				listen_ready(p);
+				listen_ready(p, idx ? p->cfg.tcp6_listen_fd : p->cfg.tcp_listen_fd);
 				break;
 			case K_TCP:
 				conn_client_ready(p, c, evs[i].events);
@@ -875,15 +877,16 @@ static int setup(struct dnsproxy *p)
 	int r = ep_set(p, EPOLL_CTL_ADD, p->stopfd, EPOLLIN, tag(K_STOP, 0, 0));
 	if (r < 0)
 		return r;
-	if (cfg->udp_fd >= 0) {
-		if ((r = set_nonblock(cfg->udp_fd)) < 0 ||
-		    (r = ep_set(p, EPOLL_CTL_ADD, cfg->udp_fd, EPOLLIN, tag(K_UDP, 0, 0))) < 0)
+	const int udp[2] = {cfg->udp_fd, cfg->udp6_fd};
+	const int lst[2] = {cfg->tcp_listen_fd, cfg->tcp6_listen_fd};
+	for (uint32_t i = 0; i < 2; i++) {
+		if (udp[i] >= 0 &&
+		    ((r = set_nonblock(udp[i])) < 0 ||
+		     (r = ep_set(p, EPOLL_CTL_ADD, udp[i], EPOLLIN, tag(K_UDP, 0, i))) < 0))
 			return r;
-	}
-	if (cfg->tcp_listen_fd >= 0) {
-		if ((r = set_nonblock(cfg->tcp_listen_fd)) < 0 ||
-		    (r = ep_set(p, EPOLL_CTL_ADD, cfg->tcp_listen_fd, EPOLLIN,
-				tag(K_LISTEN, 0, 0))) < 0)
+		if (lst[i] >= 0 &&
+		    ((r = set_nonblock(lst[i])) < 0 ||
+		     (r = ep_set(p, EPOLL_CTL_ADD, lst[i], EPOLLIN, tag(K_LISTEN, 0, i))) < 0))
 			return r;
 	}
 	/* One that cannot be made now (no route yet, say) is tried again on use. */
@@ -894,7 +897,9 @@ static int setup(struct dnsproxy *p)
 
 int dnsproxy_start(const struct dnsproxy_cfg *cfg, struct dnsproxy **out)
 {
-	if (!cfg || !out || (cfg->udp_fd < 0 && cfg->tcp_listen_fd < 0) ||
+	if (!cfg || !out ||
+	    (cfg->udp_fd < 0 && cfg->tcp_listen_fd < 0 && cfg->udp6_fd < 0 &&
+	     cfg->tcp6_listen_fd < 0) ||
 	    cfg->nupstream > DNSPROXY_UPSTREAMS_MAX)
 		return -EINVAL;
 	for (unsigned i = 0; i < cfg->nupstream; i++)

@@ -68,6 +68,13 @@ struct dnsproxy_cfg {
 	int udp_fd;
 	int tcp_listen_fd;
 	/*
+	 * A second pair, for IPv6 clients (the gateway's IPv6 address), or -1
+	 * each (set them: 0 is a valid fd).  A reply goes out on the socket of
+	 * its client's address family.
+	 */
+	int udp6_fd;
+	int tcp6_listen_fd;
+	/*
 	 * Upstream resolvers (port included), tried in this order.  None at
 	 * all is allowed (a host without a resolver): every query that
 	 * passes the policy then gets SERVFAIL at once.

@@ -174,7 +174,7 @@ struct snet {
 	pthread_mutex_t nft_mu; /* nft and pol */
 	struct nft_ctx *nft;	/* a context inside the namespace, for pins */
 	/* The DNS interceptor on the gateway's port 53 (docs/network-dns.md). */
-	int dns_udp, dns_tcp;
+	int dns_udp, dns_tcp, dns_udp6, dns_tcp6; /* the interceptor's, on gw4 and gw6 */
 	struct dnsproxy *dns;
 	struct pubfwd *pub; /* published ports, or NULL */
 };

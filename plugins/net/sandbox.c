@@ -360,22 +360,35 @@ static const struct dnsproxy_policy dns_policy = {
 	.pin = dns_pin,
 };
 
-/* Inside the namespace: UDP and TCP port 53 on the gateway's IPv4 address. */
+/* A UDP and a listening TCP socket on [addr]:53. */
+static int dns_pair(const struct sockaddr *a, socklen_t alen, int *udp, int *tcp)
+{
+	int one = 1;
+	*udp = socket(a->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	*tcp = socket(a->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*udp < 0 || *tcp < 0)
+		return -errno;
+	setsockopt(*tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->sa_family == AF_INET6) {
+		setsockopt(*udp, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		setsockopt(*tcp, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	}
+	if (bind(*udp, a, alen) < 0 || bind(*tcp, a, alen) < 0 || listen(*tcp, 64) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Inside the namespace: UDP and TCP port 53 on both of the gateway's addresses. */
 static int dns_sockets_fn(void *arg)
 {
 	struct snet *sn = arg;
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(53)};
 	inet_pton(AF_INET, sn->a.gw4, &a.sin_addr);
-	int one = 1;
-	sn->dns_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	sn->dns_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sn->dns_udp < 0 || sn->dns_tcp < 0)
-		return -errno;
-	setsockopt(sn->dns_tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(sn->dns_udp, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    bind(sn->dns_tcp, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(sn->dns_tcp, 64) < 0)
-		return -errno;
-	return 0;
+	inet_pton(AF_INET6, sn->a.gw6, &a6.sin6_addr);
+	int r = dns_pair((struct sockaddr *)&a, sizeof(a), &sn->dns_udp, &sn->dns_tcp);
+	return r < 0 ? r
+		     : dns_pair((struct sockaddr *)&a6, sizeof(a6), &sn->dns_udp6, &sn->dns_tcp6);
 }
 
 static int dns_start(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
@@ -390,12 +403,14 @@ static int dns_start(struct snet *sn, const struct snet_opts *o, char *why, size
 	if (r < 0)
 		return r;
 	if ((r = ns_run(sn->nsfd, dns_sockets_fn, sn)) < 0) {
-		snprintf(why, wl, "network: the DNS interceptor's sockets on %s:53: %s", sn->a.gw4,
-			 strerror(-r));
+		snprintf(why, wl, "network: the DNS interceptor's sockets on %s and %s port 53: %s",
+			 sn->a.gw4, sn->a.gw6, strerror(-r));
 		return r;
 	}
 	c.udp_fd = sn->dns_udp;
 	c.tcp_listen_fd = sn->dns_tcp;
+	c.udp6_fd = sn->dns_udp6;
+	c.tcp6_listen_fd = sn->dns_tcp6;
 	/* Started here, in the host's namespace: the upstreams are the host's. */
 	if ((r = dnsproxy_start(&c, &sn->dns)) < 0) {
 		snprintf(why, wl, "network: the DNS interceptor: %s", strerror(-r));
@@ -430,7 +445,8 @@ static bool ingress_allowed(void *ctx, const struct sockaddr *peer, bool udp, un
 int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl)
 {
 	memset(sn, 0, sizeof(*sn));
-	sn->lock_fd = sn->nsfd = sn->tap_fd = sn->dns_udp = sn->dns_tcp = -1;
+	sn->lock_fd = sn->nsfd = sn->tap_fd = sn->dns_udp = sn->dns_tcp = sn->dns_udp6 =
+		sn->dns_tcp6 = -1;
 	sn->prefix4 = 30;
 	pthread_mutex_init(&sn->nft_mu, NULL);
 	uint32_t base;
@@ -603,11 +619,12 @@ void snet_destroy(struct snet *sn)
 	sn->pub = NULL;
 	dnsproxy_stop(sn->dns);
 	sn->dns = NULL;
-	if (sn->dns_udp >= 0)
-		close(sn->dns_udp);
-	if (sn->dns_tcp >= 0)
-		close(sn->dns_tcp);
-	sn->dns_udp = sn->dns_tcp = -1;
+	int *dfds[] = {&sn->dns_udp, &sn->dns_tcp, &sn->dns_udp6, &sn->dns_tcp6};
+	for (size_t i = 0; i < sizeof(dfds) / sizeof(dfds[0]); i++) {
+		if (*dfds[i] >= 0)
+			close(*dfds[i]);
+		*dfds[i] = -1;
+	}
 	if (sn->nft) {
 		nft_ctx_free(sn->nft);
 		sn->nft = NULL;

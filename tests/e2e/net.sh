@@ -154,6 +154,28 @@ print(get("http://api.example.com/"))' 2>&1 | tr '\n' ' ')
 			"hello 198.51.100.10 80|hello 2001:db8:1::10 80|blocked|blocked ['198.51.100.10'] hello 198.51.100.10 80 " "$out"
 	fi
 
+	# The posture table again with curl, wget and dig (the python image has them).
+	if [ -n "${MSB_E2E_PYTHON_IMAGE:-}" ]; then
+		# shellcheck disable=SC2016 # expanded in the guest
+		probe='c() { r=$(curl -sg -m 5 "$1" 2>/dev/null); echo "${r:-blocked}"; }
+			w() { r=$(wget -q -T 5 -t 1 -O - "$1" 2>/dev/null); echo "${r:-blocked}"; }
+			d() { dig +tries=1 +time=3 "$@" 2>&1 | grep -oE "status: [A-Z]+|^[a-z.]+\.[[:space:]].*IN[[:space:]]+A[[:space:]].*" | awk "{print \$NF}" | sort | tr "\n" " "; echo; }
+			gw6=$(awk "/host.msb.internal/ && /:/ {print \$1}" /etc/hosts)'
+		out=$(MSB_CONFIG="$work/net.conf" "$msb" run localhost/e2e/python:1 -- sh -c "$probe"'
+			c http://198.51.100.10/; c "http://[2001:db8:1::10]/"; c http://192.168.50.10/
+			c http://169.254.169.254/; w http://api.example.com/; w http://192.168.50.10/
+			d api.example.com; d @"$gw6" api.example.com; d rebind.example.com' 2>&1 | tr '\n' '|')
+		check "trusted posture with curl, wget and dig (v4 and v6 resolver): public yes, LAN and metadata no, rebind NXDOMAIN" \
+			"hello 198.51.100.10 80|hello 2001:db8:1::10 80|blocked|blocked|hello 198.51.100.10 80|blocked|198.51.100.10 NOERROR |198.51.100.10 NOERROR |NXDOMAIN |" "$out"
+		out=$(MSB_CONFIG="$work/net.conf" "$msb" run --net-default-egress deny \
+			--net-rule allow@dns,allow@api.example.com:tcp:80 localhost/e2e/python:1 -- sh -c "$probe"'
+			c http://198.51.100.10/; w http://api.example.com/; c http://198.51.100.10/
+			c http://other.example.com/; c http://203.0.113.10/
+			d @198.51.100.53 api.example.com' 2>&1 | tr '\n' '|')
+		check "untrusted allowlist with curl, wget and dig: an allowed name's address only once resolved; other resolvers blocked" \
+			"blocked|hello 198.51.100.10 80|hello 198.51.100.10 80|blocked|blocked||" "$out"
+	fi
+
 	# A published port: the host reaches the guest's port 80 at 127.0.0.1:18080,
 	# whatever the egress policy.
 	"$msb" run --rootfs "$root" --net-default-egress deny -p 127.0.0.1:18080:80 -- \

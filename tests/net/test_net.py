@@ -62,7 +62,8 @@ q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
 for l in name.split("."):
     q += bytes([len(l)]) + l.encode()
 q += b"\0" + struct.pack("!HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
 t0 = time.monotonic()
 try:
     s.sendto(q, (server, 53)); r = s.recv(4096)
@@ -267,9 +268,10 @@ class Sandbox:
         r = ns_exec(self.ns, sys.executable, '-c', CLIENT, *targets)
         return json.loads(r.stdout)
 
-    def resolve(self, name):
+    def resolve(self, name, server=None):
         """(rcode, [addresses], seconds) for an A query to the gateway's interceptor."""
-        out = ns_exec(self.ns, sys.executable, '-c', RESOLVE, self.gw4, name).stdout.split()
+        out = ns_exec(self.ns, sys.executable, '-c', RESOLVE, server or self.gw4,
+                      name).stdout.split()
         if out[0] == 'error':
             return ('error', [], 0.0)
         return (out[0], [a for a in out[1].split(',') if a] if len(out) == 3 else [],
@@ -452,6 +454,13 @@ class NetTest(unittest.TestCase):
         self.assertReach(sb, yes=[PUB80], no=['198.51.100.10,443'])
         # A hard-coded address of another name, never resolved, stays closed.
         self.assertReach(sb, no=[PUB443])
+
+    def test_dns_on_the_gateways_ipv6_address(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'dns'),
+                                 rule('allow', 'domain', 'tcp', [80, 80], name='api.example.com')))
+        self.assertEqual(sb.resolve('api.example.com', sb.gw6)[:2], ('NOERROR', ['198.51.100.10']))
+        self.assertEqual(sb.resolve('other.example.com', sb.gw6)[:2], ('NXDOMAIN', []))
+        self.assertReach(sb, yes=[PUB80])  # pinned through the IPv6 interceptor too
 
     def test_dns_blocked_names_nxdomain_at_once(self):
         sb = self.sandbox(policy('deny', rule('allow', 'dns'),

@@ -1080,6 +1080,7 @@ static void px_start(struct px *x, struct dnsproxy_cfg *cfg)
 	x->tcp = bound(SOCK_STREAM, 0, &x->tcp_port);
 	cfg->udp_fd = x->udp;
 	cfg->tcp_listen_fd = x->tcp;
+	cfg->udp6_fd = cfg->tcp6_listen_fd = -1;
 	if (!cfg->policy)
 		cfg->policy = &POLICY;
 	if (!cfg->timeout_ms)
@@ -1694,7 +1695,8 @@ static void t_px_bad_cfg(void **state)
 {
 	(void)state;
 	struct dnsproxy *p = NULL;
-	struct dnsproxy_cfg cfg = {.udp_fd = -1, .tcp_listen_fd = -1};
+	struct dnsproxy_cfg cfg = {
+		.udp_fd = -1, .tcp_listen_fd = -1, .udp6_fd = -1, .tcp6_listen_fd = -1};
 	cfg_upstream(&cfg, 0, 53);
 	assert_int_equal(dnsproxy_start(&cfg, &p), -EINVAL); /* no sockets */
 	cfg.udp_fd = PX.udp;
