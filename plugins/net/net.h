@@ -87,7 +87,17 @@ void policy_free(struct net_policy *p);
  * The sandbox namespace's whole table as nft text: deleting and recreating
  * `table inet msb` in one transaction.  malloc'd; NULL on ENOMEM.
  */
-char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a);
+/* TLS steering for the secrets proxy (msb_tls_steer, checked). */
+struct net_steer {
+	uint16_t ports[8];
+	unsigned nports;
+	uint16_t proxy_port;
+	bool block_quic;
+};
+/* The conntrack mark of a connection steer_check allowed (nat_pre redirects it). */
+#define NET_STEER_MARK "0x6d736273"
+char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a,
+		     const struct net_steer *steer);
 /* The host side's table for slot N (masquerade, isolation). */
 char *policy_host_ruleset(unsigned slot, const struct net_addrs *a);
 /*
@@ -159,6 +169,15 @@ void pubfwd_stop(struct pubfwd *f);
 
 /* ---- sandbox.c ---------------------------------------------------------------- */
 
+/* One (name, address) the DNS interceptor gave the guest, and until when. */
+#define NET_ANSWERS_MAX 1024
+struct net_answer {
+	char name[254];
+	uint8_t family;
+	uint8_t addr[16];
+	uint64_t until; /* CLOCK_MONOTONIC seconds; 0: a free slot */
+};
+
 /* One sandbox's network, as built. */
 struct snet {
 	unsigned slot;
@@ -177,6 +196,12 @@ struct snet {
 	int dns_udp, dns_tcp, dns_udp6, dns_tcp6; /* the interceptor's, on gw4 and gw6 */
 	struct dnsproxy *dns;
 	struct pubfwd *pub; /* published ports, or NULL */
+	/* TLS steering to the secrets proxy, once asked for (under nft_mu). */
+	struct net_steer steer;
+	bool steered;
+	/* Every answer the guest got, for the secrets proxy's pin check. */
+	pthread_mutex_t answers_mu;
+	struct net_answer answers[NET_ANSWERS_MAX];
 };
 
 struct snet_opts {
@@ -208,6 +233,10 @@ void snet_destroy(struct snet *sn);
 int snet_apply(struct snet *sn, const char *network_json, char *why, size_t why_len);
 /* Pin addr (AF_INET/AF_INET6 bytes) for name for ttl seconds in every matching rule's set. */
 int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr, uint32_t ttl);
+/* Steer guest TLS to the secrets proxy (the ruleset is rebuilt with it, atomically). */
+int snet_steer(struct snet *sn, const struct net_steer *steer, char *why, size_t why_len);
+/* 1 if the guest was given addr for name (and the answer has not expired), else 0. */
+int snet_pin_check(struct snet *sn, const char *name, int family, const uint8_t *addr);
 /* Remove what dead owners of slots left (host link and table); the number cleaned. */
 int snet_reap(const char *rundir);
 

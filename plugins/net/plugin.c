@@ -10,6 +10,7 @@
  *   rundir  where slot locks live (/run/msb/net)
  *   dns     the DNS interceptor's upstream resolvers (the host's resolv.conf)
  */
+#include <stddef.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -150,6 +151,42 @@ static int net_apply_policy(void *inst, const char *network_json, struct msb_err
 	return r < 0 ? n->host->error_set(n->host, err, r, "%s", why) : 0;
 }
 
+static int net_steer_tls(void *inst, const struct msb_tls_steer *steer, struct msb_error *err)
+{
+	struct net_instance *n = inst;
+	const struct msb_host *h = n->host;
+	if (!n->up)
+		return h->error_set(h, err, -ENOTCONN, "network: not set up");
+	if (steer->size < offsetof(struct msb_tls_steer, block_quic) + sizeof(steer->block_quic))
+		return h->error_set(h, err, -EINVAL, "network: TLS steering: a short table");
+	struct net_steer st = {.proxy_port = steer->proxy_port, .block_quic = steer->block_quic};
+	for (unsigned i = 0; i < 8; i++)
+		if (steer->ports[i])
+			st.ports[st.nports++] = steer->ports[i];
+	char why[512];
+	int r = snet_steer(&n->sn, &st, why, sizeof(why));
+	return r < 0 ? h->error_set(h, err, r, "%s", why) : 0;
+}
+
+static int net_pin_check(void *inst, const char *name, const struct sockaddr *addr,
+			 socklen_t addr_len)
+{
+	struct net_instance *n = inst;
+	if (!n->up || !name || !addr)
+		return -EINVAL;
+	if (addr->sa_family == AF_INET && addr_len >= sizeof(struct sockaddr_in))
+		return snet_pin_check(
+			&n->sn, name, AF_INET,
+			(const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr);
+	if (addr->sa_family == AF_INET6 && addr_len >= sizeof(struct sockaddr_in6)) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)addr)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a6))
+			return snet_pin_check(&n->sn, name, AF_INET, a6->s6_addr + 12);
+		return snet_pin_check(&n->sn, name, AF_INET6, a6->s6_addr);
+	}
+	return -EAFNOSUPPORT;
+}
+
 static int net_reap(const struct msb_host *host, struct msb_error *err)
 {
 	(void)err;
@@ -162,6 +199,8 @@ static const struct msb_net_ops net_ops = {
 	.size = sizeof(struct msb_net_ops),
 	.setup = net_setup,
 	.apply_policy = net_apply_policy,
+	.steer_tls = net_steer_tls,
+	.pin_check = net_pin_check,
 	.teardown = net_teardown,
 	.reap = net_reap,
 };
@@ -171,7 +210,8 @@ static const struct msb_plugin_desc net_desc = {
 	.size = sizeof(struct msb_plugin_desc),
 	.kind = MSB_PLUGIN_NET,
 	.name = "netfilter",
-	.version = "0.2.0",
+	.version = "0.3.0",
+	.features = MSB_NET_F_DNS_PINNING | MSB_NET_F_TLS_STEER,
 	.create = net_create,
 	.destroy = net_destroy,
 	.ops = &net_ops,

@@ -500,7 +500,19 @@ static const char *rule_match(const struct prule *r, unsigned k, int family, cha
 
 #define REJECT "reject with icmpx type admin-prohibited"
 
-static void put_rule(struct buf *b, const struct prule *r, unsigned k)
+/* What a rule's action becomes in the chain being written. */
+struct verdicts {
+	const char *allow, *block;
+};
+static const struct verdicts filter_verdicts = {"accept", REJECT};
+/*
+ * The steering check (prerouting, where reject cannot be used): a connection
+ * the policy allows is marked for the TLS proxy; one it blocks goes on
+ * unmarked, to be rejected by filter_fwd as ever.
+ */
+static const struct verdicts steer_verdicts = {"ct mark set " NET_STEER_MARK " accept", "accept"};
+
+static void put_rule(struct buf *b, const struct prule *r, unsigned k, const struct verdicts *v)
 {
 	char proto[96] = "";
 	if (r->proto == P_TCP || r->proto == P_UDP) {
@@ -522,11 +534,69 @@ static void put_rule(struct buf *b, const struct prule *r, unsigned k)
 		const char *icmp = "";
 		if (r->proto == P_ICMP)
 			icmp = family == AF_INET ? " meta l4proto icmp" : " meta l4proto ipv6-icmp";
-		put(b, "\t\t%s%s%s %s\n", match, proto, icmp, r->allow ? "accept" : REJECT);
+		put(b, "\t\t%s%s%s %s\n", match, proto, icmp, r->allow ? v->allow : v->block);
 	}
 }
 
-char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a)
+/* The egress rules in order, then the default, with the given verdicts. */
+static void put_egress(struct buf *b, const struct net_policy *p, const struct verdicts *v)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prule *r = &p->r[i];
+		if (!r->egress || (i && r->block == p->r[i - 1].block))
+			continue;
+		if (target_class(r) != 1) {
+			put_rule(b, r, r->block, v);
+			continue;
+		}
+		/* An address run: one line per family that has members. */
+		bool done4 = false, done6 = false;
+		for (size_t j = i; j < p->n && p->r[j].block == r->block; j++) {
+			bool *d = p->r[j].target == T_V4 ? &done4 : &done6;
+			if (!*d)
+				put_rule(b, &p->r[j], r->block, v);
+			*d = true;
+		}
+	}
+	put(b, "\t\t%s\n\t}\n", p->default_allow ? v->allow : v->block);
+}
+
+/* "443, 8443": the steered ports as an nft set body. */
+static void steer_ports(const struct net_steer *st, char *out, size_t len)
+{
+	size_t n = 0;
+	out[0] = '\0';
+	for (unsigned i = 0; i < st->nports && n < len; i++)
+		n += (size_t)snprintf(out + n, len - n, "%s%u", i ? ", " : "", st->ports[i]);
+}
+
+/*
+ * TLS steering for the secrets proxy (docs/secrets.md): a new TCP connection
+ * from the guest to a steered port, that the egress policy allows, is
+ * redirected to the proxy's port inside this namespace.  The policy is
+ * checked first on the real destination (steer_check, the same rules with
+ * marking verdicts), so steering never opens what the policy closes; a
+ * connection it blocks is not redirected and filter_fwd rejects it.  The
+ * gateway itself is never steered (the proxy would only reach itself).
+ */
+static void put_steer(struct buf *b, const struct net_policy *p, const struct net_steer *st)
+{
+	char ports[128];
+	steer_ports(st, ports, sizeof(ports));
+	put(b,
+	    "\tchain steer_pre {\n\t\ttype filter hook prerouting priority dstnat - 50; "
+	    "policy accept;\n"
+	    "\t\tiifname \"" NET_TAP_NAME "\" ct state new tcp dport { %s } ip daddr != @gw4 "
+	    "jump steer_check\n"
+	    "\t\tiifname \"" NET_TAP_NAME "\" ct state new tcp dport { %s } ip6 daddr != @gw6 "
+	    "jump steer_check\n\t}\n",
+	    ports, ports);
+	put(b, "\tchain steer_check {\n");
+	put_egress(b, p, &steer_verdicts);
+}
+
+char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a,
+		     const struct net_steer *st)
 {
 	struct buf b = {0};
 	char host4[128], host6[256], np4[256], np6[512];
@@ -599,6 +669,11 @@ char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a)
 	/* NAT: the gateway's other ports are the host's; out of the uplink as its address. */
 	put(&b,
 	    "\tchain nat_pre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
+	if (st)
+		put(&b,
+		    "\t\tiifname \"" NET_TAP_NAME "\" ct mark " NET_STEER_MARK
+		    " meta l4proto tcp redirect to :%u\n",
+		    st->proxy_port);
 	put(&b,
 	    "\t\tiifname \"" NET_TAP_NAME "\" ip daddr %s meta l4proto { tcp, udp } th dport != 53 "
 	    "dnat ip to %s\n",
@@ -613,43 +688,43 @@ char *policy_ruleset(const struct net_policy *p, const struct net_addrs *a)
 
 	/* Filter: replies first, then the guest's new traffic through `rules`. */
 	put(&b, "\tchain filter_fwd {\n\t\ttype filter hook forward priority filter; policy drop;\n"
-		"\t\tct state established,related accept\n\t\tct state invalid drop\n"
-		"\t\tiifname \"" NET_TAP_NAME "\" oifname \"" NET_UP_NAME
+		"\t\tct state established,related accept\n\t\tct state invalid drop\n");
+	if (st && st->block_quic) {
+		/* QUIC to a steered port: refused at once, so clients fall back to TCP. */
+		char ports[128];
+		steer_ports(st, ports, sizeof(ports));
+		put(&b, "\t\tiifname \"" NET_TAP_NAME "\" udp dport { %s } " REJECT "\n", ports);
+	}
+	put(&b, "\t\tiifname \"" NET_TAP_NAME "\" oifname \"" NET_UP_NAME
 		"\" jump guest_egress\n\t}\n");
 	put(&b, "\tchain filter_in {\n\t\ttype filter hook input priority filter; policy drop;\n"
 		"\t\tiifname \"lo\" accept\n\t\tct state established,related accept\n"
-		"\t\tct state invalid drop\n"
-		"\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } "
+		"\t\tct state invalid drop\n");
+	if (st) /* steered by nat_pre, after steer_check allowed it */
+		put(&b,
+		    "\t\tiifname \"" NET_TAP_NAME "\" ct mark " NET_STEER_MARK
+		    " ct status dnat tcp dport %u accept\n",
+		    st->proxy_port);
+	put(&b, "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } "
 		"accept\n"
 		"\t\tiifname \"" NET_TAP_NAME "\" ip daddr @gw4 jump guest_egress\n"
 		"\t\tiifname \"" NET_TAP_NAME "\" ip6 daddr @gw6 jump guest_egress\n\t}\n");
 
 	put(&b, "\tchain guest_egress {\n");
-	if (policy_has_domains(p))
-		/* Domain rules hold only if every lookup goes through the interceptor. */
+	if (policy_has_domains(p) || st)
+		/*
+		 * Domain rules and the secrets proxy's DNS pins hold only if every
+		 * lookup goes through the interceptor.
+		 */
 		put(&b,
 		    "\t\tip daddr != @gw4 meta l4proto { tcp, udp } th dport { 53, 853 } " REJECT
 		    "\n"
 		    "\t\tip6 daddr != @gw6 meta l4proto { tcp, udp } th dport { 53, 853 } " REJECT
 		    "\n");
-	for (size_t i = 0; i < p->n; i++) {
-		const struct prule *r = &p->r[i];
-		if (!r->egress || (i && r->block == p->r[i - 1].block))
-			continue;
-		if (target_class(r) != 1) {
-			put_rule(&b, r, r->block);
-			continue;
-		}
-		/* An address run: one line per family that has members. */
-		bool done4 = false, done6 = false;
-		for (size_t j = i; j < p->n && p->r[j].block == r->block; j++) {
-			bool *d = p->r[j].target == T_V4 ? &done4 : &done6;
-			if (!*d)
-				put_rule(&b, &p->r[j], r->block);
-			*d = true;
-		}
-	}
-	put(&b, "\t\t%s\n\t}\n}\n", p->default_allow ? "accept" : REJECT);
+	put_egress(&b, p, &filter_verdicts);
+	if (st)
+		put_steer(&b, p, st);
+	put(&b, "}\n");
 	return done(&b);
 }
 

@@ -449,6 +449,7 @@ int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl
 		sn->dns_tcp6 = -1;
 	sn->prefix4 = 30;
 	pthread_mutex_init(&sn->nft_mu, NULL);
+	pthread_mutex_init(&sn->answers_mu, NULL);
 	uint32_t base;
 	unsigned slots;
 	const char *pool = o->pool ? o->pool : POOL_DEFAULT;
@@ -524,7 +525,7 @@ int snet_create(struct snet *sn, const struct snet_opts *o, char *why, size_t wl
 		goto fail;
 
 	in.step = 1;
-	in.ruleset = policy_ruleset(sn->pol, &sn->a);
+	in.ruleset = policy_ruleset(sn->pol, &sn->a, sn->steered ? &sn->steer : NULL);
 	if (!in.ruleset) {
 		r = -ENOMEM;
 		snprintf(why, wl, "out of memory");
@@ -556,12 +557,16 @@ int snet_apply(struct snet *sn, const char *network_json, char *why, size_t wl)
 	int r = policy_parse(network_json, &p, why, wl);
 	if (r < 0)
 		return r;
-	struct inside in = {.sn = sn, .why = why, .wl = wl, .ruleset = policy_ruleset(p, &sn->a)};
+	pthread_mutex_lock(&sn->nft_mu);
+	struct inside in = {.sn = sn,
+			    .why = why,
+			    .wl = wl,
+			    .ruleset = policy_ruleset(p, &sn->a, sn->steered ? &sn->steer : NULL)};
 	if (!in.ruleset) {
+		pthread_mutex_unlock(&sn->nft_mu);
 		policy_free(p);
 		return -ENOMEM;
 	}
-	pthread_mutex_lock(&sn->nft_mu);
 	r = ns_run(sn->nsfd, apply_fn, &in);
 	if (r == 0) {
 		policy_free(sn->pol);
@@ -597,6 +602,91 @@ static void pin_one(void *arg, unsigned k)
 		j->added++;
 }
 
+int snet_steer(struct snet *sn, const struct net_steer *steer, char *why, size_t wl)
+{
+	if (!steer->nports || steer->nports > 8 || !steer->proxy_port) {
+		snprintf(why, wl, "network: TLS steering: no ports or no proxy port");
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < steer->nports; i++)
+		if (!steer->ports[i] || steer->ports[i] == 53 || steer->ports[i] == 853) {
+			snprintf(why, wl,
+				 "network: TLS steering: port %u cannot be steered (expected "
+				 "1-65535, not DNS's 53 or 853)",
+				 steer->ports[i]);
+			return -EINVAL;
+		}
+	pthread_mutex_lock(&sn->nft_mu);
+	struct inside in = {
+		.sn = sn, .why = why, .wl = wl, .ruleset = policy_ruleset(sn->pol, &sn->a, steer)};
+	int r = in.ruleset ? ns_run(sn->nsfd, apply_fn, &in) : -ENOMEM;
+	if (r == 0) {
+		sn->steer = *steer;
+		sn->steered = true;
+	}
+	pthread_mutex_unlock(&sn->nft_mu);
+	free(in.ruleset);
+	return r;
+}
+
+/* Slot i of the answer record: name, address, until when (CLOCK_MONOTONIC s). */
+static uint64_t mono_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec;
+}
+
+static bool same_name(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
+
+/*
+ * Remember that the guest was told name -> addr until `until`: one entry per
+ * (name, address), refreshed in place; when full, the entry that expires
+ * first makes room.
+ */
+static void answers_add(struct snet *sn, const char *name, int family, const uint8_t *addr,
+			uint64_t until)
+{
+	size_t alen = family == AF_INET ? 4 : 16, victim = 0;
+	if (strlen(name) >= sizeof(sn->answers[0].name))
+		return;
+	pthread_mutex_lock(&sn->answers_mu);
+	for (size_t i = 0; i < NET_ANSWERS_MAX; i++) {
+		struct net_answer *e = &sn->answers[i];
+		if (e->until && e->family == family && !memcmp(e->addr, addr, alen) &&
+		    same_name(e->name, name)) {
+			victim = i;
+			break;
+		}
+		if (e->until < sn->answers[victim].until)
+			victim = i;
+	}
+	struct net_answer *e = &sn->answers[victim];
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->family = family;
+	memcpy(e->addr, addr, alen);
+	e->until = until;
+	pthread_mutex_unlock(&sn->answers_mu);
+}
+
+int snet_pin_check(struct snet *sn, const char *name, int family, const uint8_t *addr)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	uint64_t now = mono_s();
+	int found = 0;
+	pthread_mutex_lock(&sn->answers_mu);
+	for (size_t i = 0; i < NET_ANSWERS_MAX && !found; i++) {
+		const struct net_answer *e = &sn->answers[i];
+		found = e->until > now && e->family == family && !memcmp(e->addr, addr, alen) &&
+			same_name(e->name, name);
+	}
+	pthread_mutex_unlock(&sn->answers_mu);
+	return found;
+}
+
 int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr, uint32_t ttl)
 {
 	struct pin_job j = {.sn = sn, .family = family};
@@ -604,6 +694,7 @@ int snet_pin(struct snet *sn, const char *name, int family, const uint8_t *addr,
 	/* At least a minute, at most a day: a guest may keep an answer a little past its TTL. */
 	j.ttl = ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl;
 	j.ttl += 30;
+	answers_add(sn, name, family, addr, mono_s() + j.ttl);
 	pthread_mutex_lock(&sn->nft_mu);
 	if (sn->nft && sn->pol)
 		policy_domain_rules(sn->pol, name, pin_one, &j);

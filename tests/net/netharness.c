@@ -12,11 +12,20 @@
  *   apply FILE        replace the policy with FILE's spec (prints "ok" or "error: ...")
  *   pin NAME ADDR TTL pin ADDR for NAME (prints the number of sets it joined)
  *   list              the namespace's table (nft list), then a line "end"
+ *   steer PORTS PROXY QUIC  steer TCP PORTS ("443,8443") to PROXY, a stand-in
+ *                     for the secrets proxy that this harness listens on in the
+ *                     sandbox's namespace: it answers each connection with
+ *                     "orig ADDR PORT\n" (SO_ORIGINAL_DST) and closes; QUIC 1
+ *                     blocks UDP to PORTS (prints "ok" or "error: ...")
+ *   pincheck NAME ADDR  1 if the interceptor gave the guest ADDR for NAME, else 0
  * EOF tears everything down and exits 0.  Errors: one line, exit 1.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +34,11 @@
 #include <nftables/libnftables.h>
 
 #include "net.h"
+
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h, which clashes with net/if.h  \
+				 */
+#endif
 
 /* `nft list table inet msb` inside the sandbox's namespace, to stdout. */
 static int list_fn(void *arg)
@@ -39,6 +53,61 @@ static int list_fn(void *arg)
 		fputs(nft_ctx_get_output_buffer(c), stdout);
 	nft_ctx_free(c);
 	return r;
+}
+
+/* The proxy stand-in: listening sockets made inside the sandbox's namespace. */
+struct standin {
+	unsigned port;
+	int fd4, fd6;
+};
+
+static int standin_fn(void *arg)
+{
+	struct standin *st = arg;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)st->port)};
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+				  .sin6_port = htons((uint16_t)st->port),
+				  .sin6_addr = IN6ADDR_ANY_INIT};
+	int one = 1;
+	st->fd4 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	st->fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (st->fd4 < 0 || st->fd6 < 0)
+		return -errno;
+	setsockopt(st->fd6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(st->fd4, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(st->fd4, 16) < 0 ||
+	    bind(st->fd6, (struct sockaddr *)&a6, sizeof(a6)) < 0 || listen(st->fd6, 16) < 0)
+		return -errno;
+	return 0;
+}
+
+static void *standin_loop(void *arg)
+{
+	int lfd = (int)(long)arg;
+	for (;;) {
+		int c = accept(lfd, NULL, NULL);
+		if (c < 0)
+			continue;
+		struct sockaddr_storage o;
+		socklen_t ol = sizeof(o);
+		char addr[INET6_ADDRSTRLEN] = "?", line[128];
+		unsigned port = 0;
+		if (getsockopt(c, SOL_IP, SO_ORIGINAL_DST, &o, &ol) == 0) {
+			struct sockaddr_in *o4 = (struct sockaddr_in *)&o;
+			inet_ntop(AF_INET, &o4->sin_addr, addr, sizeof(addr));
+			port = ntohs(o4->sin_port);
+		} else if ((ol = sizeof(o)),
+			   getsockopt(c, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &o, &ol) == 0) {
+			struct sockaddr_in6 *o6 = (struct sockaddr_in6 *)&o;
+			inet_ntop(AF_INET6, &o6->sin6_addr, addr, sizeof(addr));
+			port = ntohs(o6->sin6_port);
+		}
+		int n = snprintf(line, sizeof(line), "orig %s %u\n", addr, port);
+		if (write(c, line, (size_t)n) < 0) {
+			/* the client went away: nothing to tell */
+		}
+		close(c);
+	}
+	return NULL;
 }
 
 static char *slurp(const char *path)
@@ -87,7 +156,7 @@ int main(int argc, char **argv)
 	char line[1024];
 	while (fgets(line, sizeof(line), stdin)) {
 		char a[512], b[128];
-		unsigned ttl;
+		unsigned ttl, quic;
 		if (sscanf(line, "apply %511s", a) == 1) {
 			char *j = slurp(a);
 			int r = j ? snet_apply(&sn, j, why, sizeof(why)) : -errno;
@@ -100,6 +169,13 @@ int main(int argc, char **argv)
 			/* The table, then a line "end". */
 			ns_run(sn.nsfd, list_fn, NULL);
 			printf("end\n");
+		} else if (sscanf(line, "pincheck %511s %127s", a, b) == 2) {
+			uint8_t bin[16];
+			int fam = strchr(b, ':') ? AF_INET6 : AF_INET;
+			if (inet_pton(fam, b, bin) != 1)
+				printf("error: bad address\n");
+			else
+				printf("%d\n", snet_pin_check(&sn, a, fam, bin));
 		} else if (sscanf(line, "pin %511s %127s %u", a, b, &ttl) == 3) {
 			uint8_t bin[16];
 			int fam = strchr(b, ':') ? AF_INET6 : AF_INET;
@@ -107,6 +183,23 @@ int main(int argc, char **argv)
 				printf("error: bad address\n");
 			else
 				printf("%d\n", snet_pin(&sn, a, fam, bin, ttl));
+		} else if (sscanf(line, "steer %511s %u %u", a, &ttl, &quic) == 3) {
+			struct net_steer st = {.proxy_port = (uint16_t)ttl,
+					       .block_quic = quic != 0};
+			for (char *t = strtok(a, ","); t && st.nports < 8; t = strtok(NULL, ","))
+				st.ports[st.nports++] = (uint16_t)atoi(t);
+			struct standin si = {.port = ttl, .fd4 = -1, .fd6 = -1};
+			pthread_t t1, t2;
+			int r = ns_run(sn.nsfd, standin_fn, &si);
+			if (r < 0) {
+				printf("error: the stand-in's sockets: %s\n", strerror(-r));
+			} else if ((r = snet_steer(&sn, &st, why, sizeof(why))) < 0) {
+				printf("error: %s\n", why);
+			} else {
+				pthread_create(&t1, NULL, standin_loop, (void *)(long)si.fd4);
+				pthread_create(&t2, NULL, standin_loop, (void *)(long)si.fd6);
+				printf("ok\n");
+			}
 		} else {
 			printf("error: unknown command\n");
 		}

@@ -122,6 +122,29 @@ print(json.dumps(out))
 '''
 
 
+# One UDP datagram to ADDR PORT: "answered", "refused" (an ICMP error came back) or "silent".
+UDP_PROBE = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+try:
+    s.send(b"q"); s.recv(100); print("answered")
+except socket.timeout:
+    print("silent")
+except OSError:  # ECONNREFUSED, EHOSTUNREACH (admin-prohibited): an ICMP error
+    print("refused")
+'''
+
+
+UDP_ECHO = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))
+print("up", flush=True)
+while True:
+    b, peer = s.recvfrom(100); s.sendto(b, peer)
+'''
+
+
 ECHO = r"""
 import socket, threading
 def tcp():
@@ -461,6 +484,54 @@ class NetTest(unittest.TestCase):
         self.assertEqual(sb.resolve('api.example.com', sb.gw6)[:2], ('NOERROR', ['198.51.100.10']))
         self.assertEqual(sb.resolve('other.example.com', sb.gw6)[:2], ('NXDOMAIN', []))
         self.assertReach(sb, yes=[PUB80])  # pinned through the IPv6 interceptor too
+
+    # ---- steering to the secrets proxy (a stand-in in the harness) ----
+
+    def test_tls_steering_after_the_policy(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'group', 'tcp', [443, 443], group='public'),
+                                 rule('allow', 'group', 'tcp', [80, 80], group='public'),
+                                 rule('allow', 'group', 'udp', [443, 443], group='public')))
+        self.assertReach(sb, yes=['198.51.100.10,443', '2001:db8:1::10,443'])  # before: direct
+        udp = subprocess.Popen(['ip', 'netns', 'exec', 'world', sys.executable, '-c', UDP_ECHO,
+                                '198.51.100.10', '443'], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (udp.kill(), udp.wait(), udp.stdout.close()))
+        self.assertEqual(udp.stdout.readline().strip(), 'up')
+        quic = lambda: ns_exec(sb.ns, sys.executable, '-c', UDP_PROBE, '198.51.100.10',
+                               '443').stdout.strip()
+        self.assertEqual(quic(), 'answered')
+        self.assertEqual(sb.cmd('steer 443 15443 1'), 'ok')
+        got = sb.reach('198.51.100.10,443', '2001:db8:1::10,443', PUB80, '192.168.50.10,443',
+                       '%s,15443' % sb.gw4, '%s,443' % sb.gw4)
+        # Allowed 443 lands at the proxy, which learns the real destination.
+        self.assertEqual(got['198.51.100.10,443'], 'orig 198.51.100.10 443')
+        self.assertEqual(got['2001:db8:1::10,443'], 'orig 2001:db8:1::10 443')
+        self.assertTrue(got[PUB80].startswith('hello'), got)  # other ports untouched
+        # Steering never opens what the policy closes, nor the proxy's own port.
+        for t in ('192.168.50.10,443', '%s,15443' % sb.gw4, '%s,443' % sb.gw4):
+            self.assertIn('error', got[t], t)
+        # QUIC (UDP 443) is refused while steering is on, though the policy allows it.
+        self.assertEqual(quic(), 'refused')
+        # A bad steering request: one line, the table unchanged.
+        self.assertIn('cannot be steered', sb.cmd('steer 53 15444 0'))
+        self.assertEqual(sb.reach('198.51.100.10,443')['198.51.100.10,443'],
+                         'orig 198.51.100.10 443')
+
+    def test_tls_steering_survives_a_policy_apply(self):
+        sb = self.sandbox(policy('allow'))
+        self.assertEqual(sb.cmd('steer 443,8443 15443 0'), 'ok')
+        sb.apply(policy('deny', rule('allow', 'group', 'tcp', [443, 443], group='public')))
+        got = sb.reach('198.51.100.10,443', '192.168.50.10,443')
+        self.assertEqual(got['198.51.100.10,443'], 'orig 198.51.100.10 443')
+        self.assertIn('error', got['192.168.50.10,443'])
+
+    def test_pin_check_answers_only_what_the_guest_was_told(self):
+        sb = self.sandbox(policy('deny', rule('allow', 'dns'), rule('allow', 'group', group='public')))
+        self.assertEqual(sb.cmd('pincheck api.example.com 198.51.100.10'), '0')
+        self.assertEqual(sb.resolve('api.example.com')[:2], ('NOERROR', ['198.51.100.10']))
+        self.assertEqual(sb.cmd('pincheck api.example.com 198.51.100.10'), '1')
+        self.assertEqual(sb.cmd('pincheck API.example.com 198.51.100.10'), '1')
+        self.assertEqual(sb.cmd('pincheck api.example.com 203.0.113.10'), '0')  # another address
+        self.assertEqual(sb.cmd('pincheck other.example.com 198.51.100.10'), '0')  # another name
 
     def test_dns_blocked_names_nxdomain_at_once(self):
         sb = self.sandbox(policy('deny', rule('allow', 'dns'),
