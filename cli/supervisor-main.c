@@ -61,8 +61,8 @@ static int run(const char *name)
 	struct msb_sandbox sb;
 	if (msb_sandbox_load(st.home, name, MSB_BUILD_ROOT, &l, &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
-	} else if (msb_sandbox_boot(&sb, l.spec, l.hv, l.storage, l.net, &l.assets, l.dir,
-				    &cli_session_ops, NULL, boot_timeout_ms(), &err) < 0) {
+	} else if (msb_sandbox_boot(&sb, l.spec, l.hv, l.storage, l.net, l.secrets, &l.assets,
+				    l.dir, &cli_session_ops, NULL, boot_timeout_ms(), &err) < 0) {
 		fprintf(stderr, "msb: run: %s\n", err.msg);
 		msb_sandbox_unload(&l);
 	} else {
@@ -72,8 +72,8 @@ static int run(const char *name)
 			.cwd = spec->workdir ? spec->workdir : "",
 			.argc = (uint32_t)spec->ncommand,
 			.argv = (const char **)spec->command,
-			.envc = (uint32_t)spec->nenv,
-			.envp = (const char **)spec->env,
+			.envc = (uint32_t)sb.nenv,
+			.envp = (const char **)sb.env,
 		};
 		const struct msb_hv_ops *hv = &l.hv->ops.hv;
 		int exit_fd = hv->exit_fd ? hv->exit_fd(sb.hv->inst) : -1;

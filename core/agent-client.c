@@ -80,6 +80,9 @@ struct msb_agent_client {
 	/* One MOUNT at a time: sent, answered, and the answer. */
 	int mount_sent, mount_done, mount_errno;
 	char mount_msg[MSB_AGENT_CLIENT_MSG_MAX];
+	/* One TRUST at a time, the same way. */
+	int trust_sent, trust_done, trust_errno;
+	char trust_msg[MSB_AGENT_CLIENT_MSG_MAX];
 	uint8_t ebuf[MSB_AGENT_FRAME_MAX]; /* one encoded exec request */
 };
 
@@ -385,6 +388,18 @@ static int on_frame(struct msb_agent_client *c, const struct msb_agent_header *h
 		c->mount_done = 1;
 		c->mount_errno = e;
 		sanitize(c->mount_msg, sizeof(c->mount_msg), p + 8, msb_agent_get_u32(p + 4));
+		return 0;
+	}
+
+	case MSB_AGENT_TRUSTED: {
+		int32_t e = msb_agent_get_i32(p);
+		if (!c->trust_sent || c->trust_done)
+			return die(c, err, -EPROTO, "TRUSTED without a TRUST");
+		if (e < 0 || e > 4095)
+			return die(c, err, -EPROTO, "TRUSTED with errno %d", e);
+		c->trust_done = 1;
+		c->trust_errno = e;
+		sanitize(c->trust_msg, sizeof(c->trust_msg), p + 8, msb_agent_get_u32(p + 4));
 		return 0;
 	}
 
@@ -946,6 +961,38 @@ int msb_agent_client_mount(struct msb_agent_client *c, const struct msb_agent_mo
 		return r;
 	if (c->mount_errno)
 		return msb_error_set(err, -c->mount_errno, "%s", c->mount_msg);
+	return 0;
+}
+
+static int trust_answered(struct msb_agent_client *c, void *arg)
+{
+	(void)arg;
+	return c->trust_done;
+}
+
+int msb_agent_client_trust(struct msb_agent_client *c, uint32_t kind, const char *pem, size_t len,
+			   int timeout_ms, struct msb_error *err)
+{
+	int r = check_alive(c, err);
+	if (r < 0)
+		return r;
+	if (c->trust_sent && !c->trust_done)
+		return msb_error_set(err, -EBUSY, "trust: another TRUST is unanswered");
+	if (!len || len > MSB_AGENT_FRAME_MAX - 4)
+		return msb_error_set(err, -EMSGSIZE, "trust: %zu bytes of PEM (expected 1 to %d)",
+				     len, MSB_AGENT_FRAME_MAX - 4);
+	msb_agent_put_u32(c->ebuf, kind);
+	memcpy(c->ebuf + 4, pem, len);
+	r = sq_frame(c, MSB_AGENT_TRUST, 0, c->ebuf, len + 4, 1);
+	if (r < 0)
+		return msb_error_set(err, r, "trust: send queue full");
+	c->trust_sent = 1;
+	c->trust_done = 0;
+	r = pump_until(c, trust_answered, NULL, timeout_ms, "the agent's answer to TRUST", err);
+	if (r < 0)
+		return r;
+	if (c->trust_errno)
+		return msb_error_set(err, -c->trust_errno, "%s", c->trust_msg);
 	return 0;
 }
 

@@ -193,6 +193,14 @@ int msb_agent_client_shutdown(struct msb_agent_client *c, uint32_t mode, int tim
 int msb_agent_client_mount(struct msb_agent_client *c, const struct msb_agent_mount *m,
 			   int timeout_ms, struct msb_error *err);
 
+/*
+ * Install PEM certificates in the guest's trust stores (kind
+ * MSB_AGENT_TRUST_CA or _ROOTS; at most MSB_AGENT_FRAME_MAX - 4 bytes a
+ * call) and wait for the agent's answer.  0, or -errno with its message.
+ */
+int msb_agent_client_trust(struct msb_agent_client *c, uint32_t kind, const char *pem, size_t len,
+			   int timeout_ms, struct msb_error *err);
+
 /* ---- driving the connection ---------------------------------------------- */
 
 int msb_agent_client_fd(const struct msb_agent_client *c);

@@ -102,14 +102,10 @@ static void console_tail(const char *path, char *out, size_t len)
 
 int msb_sandbox_check_supported(const struct msb_spec *spec, struct msb_error *err)
 {
-	/*
-	 * Options no module serves yet are refused, not ignored: a sandbox
-	 * must never silently lack a secret or a port it was promised.
-	 */
-	if (spec->nsecrets)
-		return msb_error_set(err, -ENOTSUP,
-				     "--secret is not supported yet (the secrets module is not "
-				     "built); nothing was started");
+	/* A secret's value only ever leaves through the proxy, on the network. */
+	if (spec->nsecrets && spec->no_net)
+		return msb_error_set(err, -EINVAL,
+				     "--secret needs the network (it conflicts with --no-net)");
 	return 0;
 }
 
@@ -234,6 +230,170 @@ static int net_open(struct msb_sandbox *sb, const struct msb_spec *spec, const c
 	return 0;
 }
 
+/* The DNS pin set, asked of the net module on the secrets proxy's behalf. */
+static int pin_check(void *ctx, const char *name, const struct sockaddr *addr, socklen_t len)
+{
+	struct msb_sandbox *sb = ctx;
+	return sb->net_module->ops.net.pin_check(sb->net->inst, name, addr, len);
+}
+
+static int env_add(struct msb_sandbox *sb, const char *kv, struct msb_error *err)
+{
+	char **n = realloc(sb->env, (sb->nenv + 2) * sizeof(char *));
+	if (!n)
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	sb->env = n;
+	if (!(sb->env[sb->nenv] = strdup(kv)))
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	sb->env[++sb->nenv] = NULL;
+	return 0;
+}
+
+/*
+ * Wipe a secret's value from this process's environment: the bytes in place
+ * (what /proc/PID/environ shows), then the entry.  The proxy holds its own
+ * copy, in memory kept out of core dumps.
+ */
+static void env_scrub(const char *name)
+{
+	extern char **environ;
+	size_t nl = strlen(name);
+	for (char **e = environ; e && *e; e++)
+		if (!strncmp(*e, name, nl) && (*e)[nl] == '=')
+			explicit_bzero(*e + nl + 1, strlen(*e + nl + 1));
+	unsetenv(name);
+}
+
+/*
+ * The secrets proxy, in the namespace net_open made, and the steering of
+ * guest TLS to it.  Fills sb->env with the placeholders and CA paths.
+ */
+static int secrets_open(struct msb_sandbox *sb, const struct msb_spec *spec, const char *name,
+			const char *spec_json, const struct msb_net_attach *attach,
+			struct msb_error *err)
+{
+	const struct msb_module *sm = sb->secrets_module, *nm = sb->net_module;
+	if (!sm)
+		return msb_error_set(err, -ENOENT,
+				     "--secret needs a secrets module, and '%s' was not found (see "
+				     "msb plugins)",
+				     msb_spec_module(spec, MSB_SLOT_SECRETS));
+	if (!nm || !sb->net_up || !(nm->desc.features & MSB_NET_F_TLS_STEER) ||
+	    !nm->ops.net.steer_tls || !nm->ops.net.pin_check)
+		return msb_error_set(
+			err, -ENOTSUP,
+			"--secret: network module '%s' cannot steer TLS to the secrets "
+			"proxy or check DNS pins",
+			nm ? nm->name : "?");
+	int r = msb_instance_create(sm, name, sb->state_dir, spec_json, NULL, &sb->secrets, err);
+	if (r < 0)
+		return r;
+	struct msb_proxy_config pc = {.size = sizeof(pc),
+				      .netns_fd = attach->netns_fd,
+				      .pins = {.ctx = sb, .check = pin_check}};
+	struct msb_proxy_info info = {.size = sizeof(info)};
+	r = sm->ops.secrets.proxy_start(sb->secrets->inst, &pc, &info, err);
+	if (r < 0) {
+		msb_error_prefix(err, "secrets module '%s': ", sm->name);
+		return r;
+	}
+	sb->secrets_up = true;
+	/* The values are the proxy's now: none stays in this process's environment. */
+	for (size_t i = 0; i < spec->nsecrets; i++)
+		if (!spec->secrets[i].file)
+			env_scrub(spec->secrets[i].env);
+	if (!(sb->ca_path = strdup(info.ca_cert_path)))
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	info.steer.size = sizeof(info.steer);
+	r = nm->ops.net.steer_tls(sb->net->inst, &info.steer, err);
+	if (r < 0) {
+		msb_error_prefix(err, "network module '%s': steering TLS: ", nm->name);
+		return r;
+	}
+	for (size_t i = 0; i < spec->nsecrets; i++) {
+		char kv[512];
+		r = sm->ops.secrets.guest_env(sb->secrets->inst, spec->secrets[i].env, kv,
+					      sizeof(kv), err);
+		if (r < 0 || (r = env_add(sb, kv, err)) < 0)
+			return r;
+	}
+	/* Clients that read their own variables find the bundle with the CA in it. */
+	static const char *const ca_env[] = {
+		"SSL_CERT_FILE=" MSB_GUEST_CA_BUNDLE, "REQUESTS_CA_BUNDLE=" MSB_GUEST_CA_BUNDLE,
+		"CURL_CA_BUNDLE=" MSB_GUEST_CA_BUNDLE, "NODE_EXTRA_CA_CERTS=" MSB_GUEST_CA_FILE};
+	for (size_t i = 0; i < sizeof(ca_env) / sizeof(ca_env[0]); i++)
+		if ((r = env_add(sb, ca_env[i], err)) < 0)
+			return r;
+	return 0;
+}
+
+static int read_small(const char *path, char **out, size_t *len, size_t max)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	char *b = malloc(max + 1);
+	size_t n = b ? fread(b, 1, max + 1, f) : 0;
+	int bad = ferror(f);
+	fclose(f);
+	if (!b || bad || n > max) {
+		free(b);
+		return b ? (bad ? -EIO : -EFBIG) : -ENOMEM;
+	}
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+/*
+ * The proxy's CA into the guest's trust stores; with --trust-host-cas, the
+ * host's roots too, in pieces cut at certificate ends.
+ */
+static int secrets_trust(struct msb_sandbox *sb, const struct msb_spec *spec, int timeout_ms,
+			 struct msb_error *err)
+{
+	char *pem = NULL;
+	size_t len = 0;
+	int r = read_small(sb->ca_path, &pem, &len, 64 * 1024);
+	if (r < 0)
+		return msb_error_set(err, r, "the secrets proxy's CA '%s': %s", sb->ca_path,
+				     strerror(-r));
+	r = msb_agent_client_trust(sb->agent, MSB_AGENT_TRUST_CA, pem, len, timeout_ms, err);
+	free(pem);
+	if (r < 0 || !spec->trust_host_cas)
+		return r < 0 ? msb_error_prefix(err, "installing the sandbox's CA: "), r : 0;
+	const char *host = getenv("SSL_CERT_FILE");
+	if (!host || !*host)
+		host = "/etc/ssl/certs/ca-certificates.crt";
+	r = read_small(host, &pem, &len, 8u << 20);
+	if (r < 0)
+		return msb_error_set(err, r, "--trust-host-cas: the host's roots '%s': %s", host,
+				     strerror(-r));
+	static const char end[] = "-----END CERTIFICATE-----";
+	size_t off = 0;
+	while (r == 0 && off < len) {
+		/* The largest run of whole certificates that fits in one frame. */
+		size_t cut = off, lim = off + MSB_AGENT_FRAME_MAX - 4;
+		for (const char *e = pem + off;
+		     (e = memmem(e, len - (size_t)(e - pem), end, sizeof(end) - 1));) {
+			size_t stop = (size_t)(e - pem) + sizeof(end) - 1;
+			if (stop < len && pem[stop] == '\n')
+				stop++;
+			if (stop > lim)
+				break;
+			cut = stop;
+			e = pem + stop;
+		}
+		if (cut == off)
+			break; /* no certificate (left), or one bigger than a frame */
+		r = msb_agent_client_trust(sb->agent, MSB_AGENT_TRUST_ROOTS, pem + off, cut - off,
+					   timeout_ms, err);
+		off = cut;
+	}
+	free(pem);
+	return r < 0 ? msb_error_prefix(err, "--trust-host-cas: "), r : 0;
+}
+
 /* Ask the agent to mount every share, in spec order (nested targets after their parents). */
 static int shares_mount(struct msb_sandbox *sb, const struct msb_spec *spec, int timeout_ms,
 			struct msb_error *err)
@@ -257,16 +417,21 @@ static int shares_mount(struct msb_sandbox *sb, const struct msb_spec *spec, int
 
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		     const struct msb_module *hv, const struct msb_module *storage,
-		     const struct msb_module *net, const struct msb_assets *assets,
-		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
-		     int timeout_ms, struct msb_error *err)
+		     const struct msb_module *net, const struct msb_module *secrets,
+		     const struct msb_assets *assets, const char *state_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err)
 {
 	memset(sb, 0, sizeof(*sb));
 	sb->agent_fd = -1;
 	sb->hv_module = hv;
 	sb->storage_module = storage;
 	sb->net_module = net;
+	sb->secrets_module = secrets;
 	int r;
+	for (size_t i = 0; i < spec->nenv; i++)
+		if ((r = env_add(sb, spec->env[i], err)) < 0)
+			goto fail;
 	sb->state_dir = strdup(state_dir);
 	if (!sb->state_dir || asprintf(&sb->upper, "%s/" MSB_UPPER_FILE, state_dir) < 0 ||
 	    asprintf(&sb->console_log, "%s/console.log", state_dir) < 0) {
@@ -306,6 +471,10 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 			 attach.gateway_ipv4, attach.guest_ipv6[0] ? "," : "", attach.guest_ipv6,
 			 attach.guest_ipv6[0] ? "," : "", attach.gateway_ipv6, attach.dns,
 			 attach.mtu ? attach.mtu : 1500);
+		if (spec->nsecrets && (r = secrets_open(sb, spec, name, json, &attach, err)) < 0) {
+			free(json);
+			goto fail;
+		}
 	}
 	struct msb_vm_config cfg = {
 		.size = sizeof(cfg),
@@ -375,6 +544,8 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 	long long left = deadline - now_ms();
 	if ((r = shares_mount(sb, spec, left > 10000 ? (int)left : 10000, err)) < 0)
 		goto fail;
+	if (sb->secrets_up && (r = secrets_trust(sb, spec, 10000, err)) < 0)
+		goto fail;
 	msb_error_clear(err);
 	return 0;
 fail:
@@ -401,6 +572,21 @@ void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms)
 	if (sb->storage)
 		msb_instance_destroy(sb->storage);
 	sb->storage = NULL;
+	/* The proxy next: it lives in the network's namespace and uses its pin set. */
+	if (sb->secrets) {
+		if (sb->secrets_up)
+			sb->secrets_module->ops.secrets.proxy_stop(sb->secrets->inst);
+		msb_instance_destroy(sb->secrets);
+	}
+	sb->secrets = NULL;
+	sb->secrets_up = false;
+	free(sb->ca_path);
+	sb->ca_path = NULL;
+	for (size_t i = 0; i < sb->nenv; i++)
+		free(sb->env[i]);
+	free(sb->env);
+	sb->env = NULL;
+	sb->nenv = 0;
 	/* The TAP's last user, the VM, is gone: now the network may go. */
 	if (sb->net) {
 		if (sb->net_up)

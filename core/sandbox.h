@@ -35,6 +35,9 @@ void msb_assets_free(struct msb_assets *a);
 #define MSB_SHARE_TAG_FMT "msbfs%zu"
 
 /* Files of a sandbox's state directory that hold its disks. */
+/* Where the agent puts the secrets proxy's CA, alone and in a full bundle. */
+#define MSB_GUEST_CA_FILE   "/etc/msb/ca.pem"
+#define MSB_GUEST_CA_BUNDLE "/etc/msb/ca-bundle.pem"
 #define MSB_ROOT_IMAGE_FILE "root.image" /* the shared root image's path, one line */
 #define MSB_UPPER_FILE	    "upper.ext4"
 
@@ -56,6 +59,14 @@ struct msb_sandbox {
 	const struct msb_module *net_module;
 	struct msb_instance *net;
 	bool net_up;
+	/* Secrets: a secrets module instance whose proxy runs in the network's namespace. */
+	const struct msb_module *secrets_module;
+	struct msb_instance *secrets;
+	bool secrets_up;
+	char *ca_path; /* the proxy's CA (PEM), for the guest's trust stores */
+	/* Every exec's default environment: the spec's, the secrets' placeholders, CA paths. */
+	char **env;
+	size_t nenv;
 	struct msb_agent_client *agent;
 	int agent_fd;
 	char *state_dir;
@@ -76,12 +87,18 @@ struct msb_sandbox {
  * Without --no-net, the `net` module builds the sandbox's network first
  * (its namespace, TAP and policy) and the guest gets one virtio-net device,
  * configured by the agent from msb.net/msb.dns/msb.mtu on its command line.
+ * With secrets, the `secrets` module's proxy starts inside that network's
+ * namespace, the net module steers guest TLS to it, the agent installs its
+ * CA in the guest's trust stores, and sb->env holds each secret's
+ * placeholder (never its value) for every command; the values are wiped
+ * from this process's environment.
  */
 int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 		     const struct msb_module *hv, const struct msb_module *storage,
-		     const struct msb_module *net, const struct msb_assets *assets,
-		     const char *state_dir, const struct msb_agent_client_ops *ops, void *opaque,
-		     int timeout_ms, struct msb_error *err);
+		     const struct msb_module *net, const struct msb_module *secrets,
+		     const struct msb_assets *assets, const char *state_dir,
+		     const struct msb_agent_client_ops *ops, void *opaque, int timeout_ms,
+		     struct msb_error *err);
 /*
  * Orderly stop: the agent syncs and powers off; then the VM is torn down
  * (killed after timeout_ms).  Safe on a half-booted sandbox.

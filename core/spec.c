@@ -55,6 +55,11 @@ static const struct msb_spec_option options[] = {
 	{"secret", 0, MSB_OPT_REPEAT, "ENV@HOST[,HOST...]",
 	 "a secret from the host environment, usable only at HOST"},
 	{"secret-file", 0, MSB_OPT_REPEAT, "ENV=PATH", "read secret ENV's value from PATH"},
+	{"on-secret-violation", 0, MSB_OPT_VALUE, "block|block-and-log|passthrough",
+	 "a placeholder that may not be substituted: refuse the request (default), also log, "
+	 "or send the placeholder"},
+	{"trust-host-cas", 0, MSB_OPT_FLAG, NULL,
+	 "install the host's CA roots in the guest (off: only behind a TLS-inspecting proxy)"},
 	{"env", 'e', MSB_OPT_REPEAT, "KEY=VALUE|KEY", "set a guest environment variable"},
 	{"workdir", 'w', MSB_OPT_VALUE, "DIR", "working directory in the guest (absolute)"},
 	{"idle-timeout", 0, MSB_OPT_VALUE, "DURATION", "stop after this long idle (e.g. 5m)"},
@@ -428,6 +433,22 @@ static int opt_user(struct msb_spec *s, const char *v, struct msb_error *err)
 				     ":group or :gid (e.g. app, 1000:1000)",
 				     Q, v);
 	return set_str(&s->user, v, err);
+}
+
+static int opt_violation(struct msb_spec *s, const char *v, struct msb_error *err)
+{
+	static const char *const words[] = {"block", "block-and-log", "passthrough", NULL};
+	for (int i = 0; words[i]; i++)
+		if (!strcmp(v, words[i])) {
+			s->on_violation = i;
+			s->on_violation_set = 1;
+			return 0;
+		}
+	const char *m = msb_suggest(v, words);
+	return msb_error_set(err, -EINVAL,
+			     "--on-secret-violation '%.*s': expected block, block-and-log or "
+			     "passthrough%s%s%s",
+			     Q, v, m ? "; did you mean '" : "", m ? m : "", m ? "'?" : "");
 }
 
 static int opt_security(struct msb_spec *s, const char *v, struct msb_error *err)
@@ -806,6 +827,12 @@ int msb_spec_set(struct msb_spec *s, const char *option, const char *value, stru
 		return opt_secret(s, v, err);
 	if (!strcmp(option, "secret-file"))
 		return opt_secret_file(s, v, err);
+	if (!strcmp(option, "on-secret-violation"))
+		return opt_violation(s, v, err);
+	if (!strcmp(option, "trust-host-cas")) {
+		s->trust_host_cas = 1;
+		return 0;
+	}
 	if (!strcmp(option, "env"))
 		return opt_env(s, v, err);
 	if (!strcmp(option, "workdir"))
@@ -996,6 +1023,16 @@ int msb_spec_validate(struct msb_spec *s, struct msb_error *err)
 		return msb_error_set(err, -EINVAL,
 				     "both IMAGE '%.*s' and --rootfs given (expected one of them)",
 				     Q, s->image);
+	if (s->no_net && s->nsecrets)
+		return msb_error_set(err, -EINVAL,
+				     "--no-net cannot be combined with --secret (a secret is only "
+				     "ever sent over the network, by the secrets proxy)");
+	if (!s->nsecrets && (s->trust_host_cas || s->on_violation_set))
+		return msb_error_set(err, -EINVAL,
+				     "%s needs a --secret (it sets how secrets are "
+				     "handled)",
+				     s->trust_host_cas ? "--trust-host-cas"
+						       : "--on-secret-violation");
 	if (s->no_net && (s->rules_given || s->egress || s->npublish || s->ndns))
 		return msb_error_set(err, -EINVAL,
 				     "--no-net cannot be combined with %s (a sandbox without a "
@@ -1176,6 +1213,10 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 					   opt_str(s->secrets[i].file)));
 	}
 	json_object_set_new(root, "secrets", secrets);
+	static const char *const modes[] = {"block", "block-and-log", "passthrough"};
+	json_object_set_new(root, "secrets_policy",
+			    json_pack("{s:s,s:b}", "on_violation", modes[s->on_violation],
+				      "trust_host_cas", s->trust_host_cas));
 	json_object_set_new(root, "modules",
 			    json_pack("{s:s,s:s,s:s,s:s}", "hypervisor",
 				      msb_spec_module(s, MSB_SLOT_HV), "network",
@@ -1406,6 +1447,23 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 			if ((r = msb_spec_set(s, "secret-file", sf, err)) < 0)
 				return r;
 		}
+	}
+	json_t *pol = json_object_get(root, "secrets_policy");
+	if (pol) {
+		json_t *th = json_object_get(pol, "trust_host_cas");
+		if (!json_is_object(pol) || (th && !json_is_boolean(th)))
+			return json_fail(err, "secrets_policy",
+					 "an object with on_violation and trust_host_cas");
+		json_t *ov = json_object_get(pol, "on_violation");
+		/* The defaults are written out too: only a change is an option given. */
+		if (ov && json_is_string(ov) && strcmp(json_string_value(ov), "block") &&
+		    (r = msb_spec_set(s, "on-secret-violation", json_string_value(ov), err)) < 0)
+			return r;
+		if (ov && !json_is_string(ov))
+			return json_fail(err, "secrets_policy.on_violation", "a string");
+		if (th && json_is_true(th) &&
+		    (r = msb_spec_set(s, "trust-host-cas", NULL, err)) < 0)
+			return r;
 	}
 	json_t *mods = json_object_get(root, "modules");
 	if (mods) {

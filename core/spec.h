@@ -58,6 +58,13 @@ struct msb_secret {
 	char *file; /* value read from this file instead of the environment */
 };
 
+/* --on-secret-violation: a placeholder that cannot be substituted safely. */
+enum msb_secret_violation {
+	MSB_VIOLATION_BLOCK = 0,
+	MSB_VIOLATION_BLOCK_AND_LOG = 1,
+	MSB_VIOLATION_PASSTHROUGH = 2,
+};
+
 struct msb_spec {
 	char *image;
 	char *rootfs;
@@ -83,6 +90,9 @@ struct msb_spec {
 	size_t nsecrets;
 	char **secret_files; /* "ENV=PATH" until validation pairs them */
 	size_t nsecret_files;
+	int trust_host_cas; /* --trust-host-cas: the host's roots go into the guest */
+	int on_violation;   /* --on-secret-violation: enum msb_secret_violation */
+	int on_violation_set;
 	char **env;
 	size_t nenv;
 	char *workdir;

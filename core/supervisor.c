@@ -286,8 +286,8 @@ static void handle_exec(struct sup *s, struct ctl_conn *c, uint32_t sid, const u
 	uint32_t nm = 0;
 	for (uint32_t i = 0; i < req.envc && nm < MSB_AGENT_ENV_MAX; i++)
 		merged[nm++] = req.envp[i];
-	for (size_t i = 0; i < s->spec->nenv && nm < MSB_AGENT_ENV_MAX; i++) {
-		const char *kv = s->spec->env[i];
+	for (size_t i = 0; i < s->sb.nenv && nm < MSB_AGENT_ENV_MAX; i++) {
+		const char *kv = s->sb.env[i];
 		size_t kl = strcspn(kv, "=");
 		bool set = false;
 		for (uint32_t j = 0; j < req.envc && !set; j++)
@@ -730,6 +730,11 @@ int msb_sandbox_load(const char *home, const char *name, const char *build_root,
 				  "network module '%s' not found (see msb plugins); for a sandbox "
 				  "without a network, use --no-net",
 				  msb_spec_module(l->spec, MSB_SLOT_NET));
+	if (r == 0 && l->spec->nsecrets &&
+	    !(l->secrets = msb_registry_find(&l->reg, MSB_PLUGIN_SECRETS,
+					     msb_spec_module(l->spec, MSB_SLOT_SECRETS))))
+		r = msb_error_set(err, -ENOENT, "secrets module '%s' not found (see msb plugins)",
+				  msb_spec_module(l->spec, MSB_SLOT_SECRETS));
 	if (r == 0)
 		r = msb_volumes_resolve(home, l->spec, err);
 	if (r == 0)
@@ -748,6 +753,7 @@ void msb_sandbox_unload(struct msb_loaded *l)
 	l->hv = NULL;
 	l->storage = NULL;
 	l->net = NULL;
+	l->secrets = NULL;
 }
 
 int msb_supervise(const char *home, const char *name, int ready_fd, const char *build_root)
@@ -769,8 +775,8 @@ int msb_supervise(const char *home, const char *name, int ready_fd, const char *
 	const char *dir = l.dir;
 	if (r == 0) {
 		s->spec = l.spec;
-		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, l.storage, l.net, &l.assets, dir,
-				     &sup_ops, s,
+		r = msb_sandbox_boot(&s->sb, s->spec, l.hv, l.storage, l.net, l.secrets, &l.assets,
+				     dir, &sup_ops, s,
 				     s->spec->max_duration_ms && s->spec->max_duration_ms < 120000
 					     ? (int)s->spec->max_duration_ms
 					     : 120000,

@@ -43,6 +43,7 @@ struct msb_loaded {
 	const struct msb_module *hv;
 	const struct msb_module *storage; /* NULL when the spec has no volumes */
 	const struct msb_module *net;	  /* NULL with --no-net */
+	const struct msb_module *secrets; /* NULL without secrets */
 	struct msb_assets assets;
 };
 /*

@@ -8,6 +8,7 @@
  *   exec.c   spawning one session's process (pipes or a pty)
  *   users.c  /etc/passwd and /etc/group, parsed without NSS
  *   mounts.c the host's virtio-fs shares, mounted on MOUNT
+ *   trust.c  certificates into the guest's trust stores, on TRUST
  *
  * Trust: the host is trusted, the workload is not (it may be root in the
  * guest and may rewrite /etc/passwd); the agent's job towards the host is to
@@ -146,6 +147,16 @@ void msb_guest_net_set_etc(const char *dir);
  */
 int msb_guest_mount_share(const char *tag, const char *path, uint32_t flags, char *msg,
 			  size_t msg_len);
+
+/*
+ * Install PEM certificates under root (the guest's "/"): kind
+ * MSB_AGENT_TRUST_CA writes etc/msb/ca.pem; both kinds are appended, once,
+ * to each system bundle (one is made when there is none), and
+ * etc/msb/ca-bundle.pem becomes a copy of the bundle.  0, or a negative
+ * errno with one line in msg.
+ */
+int msb_guest_trust(const char *root, uint32_t kind, const uint8_t *pem, size_t len, char *msg,
+		    size_t msg_len);
 
 /* ---- serve.c ---------------------------------------------------------------- */
 

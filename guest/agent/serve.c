@@ -513,6 +513,21 @@ static void handle_mount(const uint8_t *p, size_t len)
 	out_frame(MSB_AGENT_MOUNTED, 0, out, 8 + n);
 }
 
+/* TRUST: answered with one TRUSTED, whatever happens. */
+static void handle_trust(const uint8_t *p, size_t len)
+{
+	char msg[ERROR_MSG_MAX] = "";
+	int r = msb_guest_trust(g.o->root, msb_agent_get_u32(p), p + 4, len - 4, msg, sizeof(msg));
+	if (r < 0)
+		msb_guest_log("%s", msg);
+	uint8_t out[8 + ERROR_MSG_MAX];
+	size_t n = r < 0 ? strnlen(msg, ERROR_MSG_MAX) : 0;
+	msb_agent_put_u32(out, (uint32_t)(r < 0 ? -r : 0));
+	msb_agent_put_u32(out + 4, (uint32_t)n);
+	memcpy(out + 8, msg, n);
+	out_frame(MSB_AGENT_TRUSTED, 0, out, 8 + n);
+}
+
 static void start_shutdown(uint32_t mode)
 {
 	if (g.shutdown_mode)
@@ -564,6 +579,9 @@ static void handle_frame(const struct msb_agent_header *h, const uint8_t *p)
 		break;
 	case MSB_AGENT_MOUNT:
 		handle_mount(p, h->length);
+		break;
+	case MSB_AGENT_TRUST:
+		handle_trust(p, h->length);
 		break;
 	case MSB_AGENT_SHUTDOWN:
 		v = msb_agent_get_u32(p);

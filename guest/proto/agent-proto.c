@@ -27,6 +27,7 @@ int msb_agent_type_from_guest(uint8_t t)
 	case MSB_AGENT_PONG:
 	case MSB_AGENT_SHUTDOWN_ACK:
 	case MSB_AGENT_MOUNTED:
+	case MSB_AGENT_TRUSTED:
 	case MSB_AGENT_WINDOW:
 		return 1;
 	default:
@@ -44,6 +45,7 @@ int msb_agent_type_from_host(uint8_t t)
 	case MSB_AGENT_PING:
 	case MSB_AGENT_SHUTDOWN:
 	case MSB_AGENT_MOUNT:
+	case MSB_AGENT_TRUST:
 	case MSB_AGENT_WINDOW:
 		return 1;
 	default:
@@ -164,6 +166,7 @@ int msb_agent_validate_from_guest(const struct msb_agent_header *h, const uint8_
 	case MSB_AGENT_SHUTDOWN_ACK:
 		return conn && len == 0 ? 0 : -EPROTO;
 	case MSB_AGENT_MOUNTED:
+	case MSB_AGENT_TRUSTED:
 		off = 4;
 		if (!conn || len < 4 || skip_string(payload, len, &off, MSB_AGENT_STRING_MAX - 1))
 			return -EPROTO;
@@ -202,6 +205,9 @@ int msb_agent_validate_from_host(const struct msb_agent_header *h, const uint8_t
 	case MSB_AGENT_MOUNT:
 		/* The shape is checked by msb_agent_mount_decode. */
 		return conn && len > 0 ? 0 : -EPROTO;
+	case MSB_AGENT_TRUST:
+		/* A kind and at least one byte of PEM; the text is checked by the agent. */
+		return conn && len > 4 ? 0 : -EPROTO;
 	case MSB_AGENT_WINDOW:
 		return !conn && len == 4 ? 0 : -EPROTO;
 	default:

@@ -52,6 +52,7 @@ enum msb_agent_type {
 	MSB_AGENT_PONG = 7,    /* payload: as PING's */
 	MSB_AGENT_SHUTDOWN_ACK = 8, /* payload: none; disks are synced, power-off follows */
 	MSB_AGENT_MOUNTED = 9,	    /* payload: i32 errno (0: mounted), string message */
+	MSB_AGENT_TRUSTED = 10,	    /* payload: i32 errno (0: installed), string message */
 
 	/* host -> agent */
 	MSB_AGENT_EXEC = 32,	 /* payload: struct msb_agent_exec, encoded */
@@ -61,9 +62,20 @@ enum msb_agent_type {
 	MSB_AGENT_PING = 36,	 /* payload: up to 64 bytes, echoed */
 	MSB_AGENT_SHUTDOWN = 37, /* payload: u32 enum msb_agent_shutdown */
 	MSB_AGENT_MOUNT = 38,	 /* payload: struct msb_agent_mount, encoded */
+	MSB_AGENT_TRUST = 39,	 /* payload: u32 enum msb_agent_trust, PEM text */
 
 	/* both ways */
 	MSB_AGENT_WINDOW = 64, /* payload: u32 bytes of credit granted to the peer */
+};
+
+/*
+ * TRUST: certificates for the guest's trust stores (docs/agent-protocol.md).
+ * The sandbox's CA replaces /etc/msb/ca.pem; both kinds are appended (once)
+ * to every system bundle the guest has and to /etc/msb/ca-bundle.pem.
+ */
+enum msb_agent_trust {
+	MSB_AGENT_TRUST_CA = 1,	   /* the sandbox's CA (the secrets proxy's) */
+	MSB_AGENT_TRUST_ROOTS = 2, /* more roots (the host's, --trust-host-cas), in pieces */
 };
 
 enum msb_agent_shutdown {

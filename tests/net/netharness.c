@@ -18,6 +18,15 @@
  *                     "orig ADDR PORT\n" (SO_ORIGINAL_DST) and closes; QUIC 1
  *                     blocks UDP to PORTS (prints "ok" or "error: ...")
  *   pincheck NAME ADDR  1 if the interceptor gave the guest ADDR for NAME, else 0
+ *   secrets           "PORT CA_PEM" of the secrets proxy, or "none"
+ *   stats             the secrets proxy's counters, as JSON
+ *
+ * When the spec has secrets, the secrets module's proxy (plugins/secrets)
+ * runs too, as a real sandbox gets it: inside the sandbox's namespace, with
+ * the pin check of this network, and guest TLS steered to it.  Values come
+ * from the environment or the secrets' files, as in msb; module options
+ * from MSB_SECRETS_<KEY> (PORTS, BYPASS, SUBSTITUTE, CA_FILE), its CA from
+ * MSB_SECRETS_CA_DIR and its violation mode from the spec.
  * EOF tears everything down and exits 0.  Errors: one line, exit 1.
  */
 #include <arpa/inet.h>
@@ -33,11 +42,14 @@
 
 #include <nftables/libnftables.h>
 
+#include "config.h"
 #include "net.h"
+#include "proxy.h"
 
 #ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h, which clashes with net/if.h  \
-				 */
+#define IP6T_SO_ORIGINAL_DST                                                                       \
+	80 /* linux/netfilter_ipv6/ip6_tables.h, which clashes with net/if.h                       \
+	    */
 #endif
 
 /* `nft list table inet msb` inside the sandbox's namespace, to stdout. */
@@ -110,6 +122,71 @@ static void *standin_loop(void *arg)
 	return NULL;
 }
 
+static int pin_check(void *ctx, const char *name, const struct sockaddr *a, socklen_t len)
+{
+	(void)len;
+	const uint8_t *b = a->sa_family == AF_INET
+				   ? (const uint8_t *)&((const struct sockaddr_in *)a)->sin_addr
+				   : (const uint8_t *)&((const struct sockaddr_in6 *)a)->sin6_addr;
+	return snet_pin_check(ctx, name, a->sa_family, b);
+}
+
+static const char *secrets_opt(void *ctx, const char *key)
+{
+	(void)ctx;
+	char k[64];
+	snprintf(k, sizeof(k), "MSB_SECRETS_%s", key);
+	for (char *c = k; *c; c++)
+		if (*c >= 'a' && *c <= 'z')
+			*c = (char)(*c - 'a' + 'A');
+	return getenv(k);
+}
+
+static void secrets_log(void *ctx, int level, const char *line)
+{
+	(void)ctx;
+	fprintf(stderr, "secrets[%d]: %s\n", level, line);
+}
+
+/* The secrets proxy and its steering, when the spec has secrets. */
+static int secrets_up(struct snet *sn, const char *spec, struct proxy **out, char *why, size_t wl)
+{
+	struct secrets_conf conf;
+	int r = secrets_conf_load(&conf, spec, secrets_opt, NULL, why, wl);
+	if (r < 0 || !conf.nsecrets) {
+		if (r == 0)
+			secrets_conf_free(&conf);
+		return r;
+	}
+	const char *dir = getenv("MSB_SECRETS_CA_DIR");
+	struct proxy_cfg pc = {.netns_fd = sn->nsfd,
+			       .secrets = conf.secrets,
+			       .nsecrets = conf.nsecrets,
+			       .bypass = conf.bypass,
+			       .nbypass = conf.nbypass,
+			       .where = conf.where,
+			       .on_violation = conf.on_violation,
+			       .ca_dir = dir ? dir : "/tmp",
+			       .ca_label = "netharness",
+			       .upstream_ca_file = conf.ca_file,
+			       .pin_check = pin_check,
+			       .pin_ctx = sn,
+			       .log = secrets_log};
+	r = proxy_start(&pc, out, why, wl);
+	struct net_steer st = {.block_quic = true};
+	for (unsigned i = 0; i < conf.nports; i++)
+		st.ports[st.nports++] = conf.ports[i];
+	secrets_conf_free(&conf);
+	if (r < 0)
+		return r;
+	st.proxy_port = proxy_port(*out);
+	if ((r = snet_steer(sn, &st, why, wl)) < 0) {
+		proxy_stop(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -150,6 +227,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "msb-netharness: %s\n", why);
 		return 1;
 	}
+	struct proxy *px = NULL;
+	if (secrets_up(&sn, spec, &px, why, sizeof(why)) < 0) {
+		fprintf(stderr, "msb-netharness: %s\n", why);
+		snet_destroy(&sn);
+		return 1;
+	}
 	printf("ready %u %s/%u %s %s/64 %s\n", sn.slot, sn.a.guest4, sn.prefix4, sn.a.gw4,
 	       sn.a.guest6, sn.a.gw6);
 	fflush(stdout);
@@ -169,6 +252,25 @@ int main(int argc, char **argv)
 			/* The table, then a line "end". */
 			ns_run(sn.nsfd, list_fn, NULL);
 			printf("end\n");
+		} else if (!strcmp(line, "secrets\n")) {
+			if (px)
+				printf("%u %s\n", proxy_port(px), proxy_ca_path(px));
+			else
+				printf("none\n");
+		} else if (!strcmp(line, "stats\n")) {
+			struct proxy_stats ps = {0};
+			if (px)
+				proxy_get_stats(px, &ps);
+			printf("{\"accepted\": %llu, \"spliced\": %llu, \"intercepted\": %llu, "
+			       "\"requests\": %llu, \"injected\": %llu, \"blocked\": %llu, "
+			       "\"malformed\": %llu, \"upstream_failed\": %llu, \"refused\": "
+			       "%llu}\n",
+			       (unsigned long long)ps.accepted, (unsigned long long)ps.spliced,
+			       (unsigned long long)ps.intercepted, (unsigned long long)ps.requests,
+			       (unsigned long long)ps.injected, (unsigned long long)ps.blocked,
+			       (unsigned long long)ps.malformed,
+			       (unsigned long long)ps.upstream_failed,
+			       (unsigned long long)ps.refused);
 		} else if (sscanf(line, "pincheck %511s %127s", a, b) == 2) {
 			uint8_t bin[16];
 			int fam = strchr(b, ':') ? AF_INET6 : AF_INET;
@@ -205,6 +307,7 @@ int main(int argc, char **argv)
 		}
 		fflush(stdout);
 	}
+	proxy_stop(px);
 	snet_destroy(&sn);
 	free(spec);
 	return 0;

@@ -232,12 +232,12 @@ class Sandbox:
     """One sandbox network from msb-netharness, with a guest namespace."""
     count = 0
 
-    def __init__(self, network, rundir, pool=None):
+    def __init__(self, network, rundir, pool=None, extra=None):
         Sandbox.count += 1
         self.ns = 'guest%d' % Sandbox.count
         sh('ip', 'netns', 'add', self.ns)
         self.spec = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)
-        json.dump({'network': network}, self.spec)
+        json.dump(dict({'network': network}, **(extra or {})), self.spec)
         self.spec.close()
         env = dict(os.environ, MSB_NET_DNS=RESOLVER)
         if pool:

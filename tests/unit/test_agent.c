@@ -70,7 +70,7 @@ static void test_header_hostile(void **state)
 	b[0] = 0;
 	assert_int_equal(msb_agent_header_decode(b, sizeof(b), &h), -EPROTO);
 
-	static const uint8_t unknown[] = {0, 10, 31, 39, 63, 65, 255};
+	static const uint8_t unknown[] = {0, 11, 31, 40, 63, 65, 255};
 	for (size_t i = 0; i < sizeof(unknown); i++) {
 		frame(b, unknown[i], 1, 0);
 		assert_int_equal(msb_agent_header_decode(b, sizeof(b), &h), -EPROTO);
@@ -1418,6 +1418,78 @@ static void test_ping_release(void **state)
 	assert_int_equal(msb_agent_client_ping(a->c, 5000, &err), 0);
 }
 
+static char *read_text(const char *dir, const char *name)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	static char buf[65536];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/*
+ * TRUST under --root: the CA alone in etc/msb/ca.pem, appended once to the
+ * image's bundle (again: still once), the bundle copied to
+ * etc/msb/ca-bundle.pem, more roots appended; junk refused.
+ */
+static void test_trust_installs_once(void **state)
+{
+	struct agent *a = *state;
+	struct msb_error err = MSB_ERROR_INIT;
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/etc/ssl", a->root);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(dir, sizeof(dir), "%s/etc/ssl/certs", a->root);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	write_file(a->root, "etc/ssl/certs/ca-certificates.crt",
+		   "-----BEGIN CERTIFICATE-----\nSYSTEMROOT\n-----END CERTIFICATE-----\n");
+	static const char ca[] =
+		"-----BEGIN CERTIFICATE-----\nSANDBOXCA\n-----END CERTIFICATE-----\n";
+	static const char roots[] =
+		"-----BEGIN CERTIFICATE-----\nHOSTROOT\n-----END CERTIFICATE-----\n";
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(msb_agent_client_trust(a->c, MSB_AGENT_TRUST_CA, ca, strlen(ca),
+							5000, &err),
+				 0);
+	assert_int_equal(msb_agent_client_trust(a->c, MSB_AGENT_TRUST_ROOTS, roots, strlen(roots),
+						5000, &err),
+			 0);
+	char *only = read_text(a->root, "etc/msb/ca.pem");
+	char *sys = read_text(a->root, "etc/ssl/certs/ca-certificates.crt");
+	char *bundle = read_text(a->root, "etc/msb/ca-bundle.pem");
+	assert_non_null(only);
+	assert_non_null(sys);
+	assert_non_null(bundle);
+	assert_string_equal(only, ca);
+	assert_int_equal(count(sys, "SYSTEMROOT"), 1);
+	assert_int_equal(count(sys, "SANDBOXCA"), 1);
+	assert_int_equal(count(sys, "HOSTROOT"), 1);
+	assert_string_equal(bundle, sys);
+	free(only);
+	free(sys);
+	free(bundle);
+	/* Not PEM: refused with a message, and the agent lives on. */
+	assert_int_equal(
+		msb_agent_client_trust(a->c, MSB_AGENT_TRUST_CA, "\x01\x02", 2, 5000, &err),
+		-EINVAL);
+	assert_non_null(strstr(err.msg, "not PEM"));
+	assert_int_equal(msb_agent_client_trust(a->c, 77, ca, strlen(ca), 5000, &err), -EINVAL);
+	assert_int_equal(msb_agent_client_ping(a->c, 5000, &err), 0);
+}
+
 /* MOUNT in test mode: answered (never performed on the host), in order. */
 static void test_mount_refused_off_pid1(void **state)
 {
@@ -1512,6 +1584,7 @@ int main(void)
 		AGENT_TEST(test_ping_release),
 		AGENT_TEST(test_agent_survives_bad_frames),
 		AGENT_TEST(test_mount_refused_off_pid1),
+		AGENT_TEST(test_trust_installs_once),
 	};
 	int failed = cmocka_run_group_tests_name("agent codec and client", codec, NULL, NULL);
 	failed += cmocka_run_group_tests_name("agent", agent, NULL, NULL);
