@@ -404,6 +404,10 @@ fi
 # shellcheck source=tests/e2e/net.sh
 . "$(dirname "${BASH_SOURCE[0]}")/net.sh"
 
+# 12. secrets
+# shellcheck source=tests/e2e/secrets.sh
+. "$(dirname "${BASH_SOURCE[0]}")/secrets.sh"
+
 rm -rf "$work"
 echo "e2e: $passed passed, $failed failed"
 echo "$passed passed, $failed failed"
