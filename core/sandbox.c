@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -298,7 +299,12 @@ static int secrets_open(struct msb_sandbox *sb, const struct msb_spec *spec, con
 		return r;
 	}
 	sb->secrets_up = true;
-	/* The values are the proxy's now: none stays in this process's environment. */
+	/*
+	 * The values are the proxy's now: none stays in this process's
+	 * environment, and the process is no longer dumpable (no core file;
+	 * /proc/PID/mem and environ only for root).
+	 */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	for (size_t i = 0; i < spec->nsecrets; i++)
 		if (!spec->secrets[i].file)
 			env_scrub(spec->secrets[i].env);

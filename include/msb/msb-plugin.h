@@ -221,7 +221,12 @@ struct msb_tls_steer {
 	uint32_t size;
 	uint16_t ports[8];   /* guest destination ports to steer (0 = unused) */
 	uint16_t proxy_port; /* where the proxy listens, inside the sandbox netns */
-	char proxy_addr[48]; /* its address inside the namespace */
+	/*
+	 * Its address inside the namespace; "" (what tls-intercept reports):
+	 * every address, IPv4 and IPv6, so the network module redirects to
+	 * the address the connection arrived on.
+	 */
+	char proxy_addr[48];
 	int block_quic;	     /* nonzero: drop UDP to the steered ports */
 };
 

@@ -157,6 +157,8 @@ static void test_bad_values(void **state)
 		{"secret", "KEY@a..com", "bad host"},
 		{"secret", "KEY@x.com,,y.com", "bad host"},
 		{"secret-file", "KEY", "ENV=PATH"},
+		{"on-secret-violation", "drop", "expected block, block-and-log or passthrough"},
+		{"on-secret-violation", "blok", "did you mean 'block'"},
 		{"env", "1A=b", "not a variable name"},
 		{"env", "MSB_TEST_SURELY_UNSET_VAR", "not set in the host environment"},
 		{"workdir", "relative", "not absolute"},
@@ -254,6 +256,16 @@ static void test_validation(void **state)
 	static const char *const sfile[] = {"image", "x", "secret-file", "OTHER=/etc/hostname",
 					    NULL};
 	expect_invalid(sfile, "no --secret OTHER@HOST binds it");
+	setenv("MSB_TEST_SET_SECRET", "v", 1);
+	static const char *const nonet_secret[] = {
+		"image", "x", "secret", "MSB_TEST_SET_SECRET@x.com", "no-net", NULL, NULL};
+	expect_invalid(nonet_secret, "--no-net cannot be combined with --secret");
+	static const char *const trust[] = {"image", "x", "trust-host-cas", NULL, NULL};
+	expect_invalid(trust, "--trust-host-cas needs a --secret");
+	static const char *const viol[] = {"image", "x", "on-secret-violation", "passthrough",
+					   NULL};
+	expect_invalid(viol, "--on-secret-violation needs a --secret");
+	unsetenv("MSB_TEST_SET_SECRET");
 	static const char *const kernel[] = {"image", "x", "kernel", "/no/such/bzImage", NULL};
 	expect_invalid(kernel, "/no/such/bzImage");
 	static const char *const rootfs[] = {"rootfs", "/etc/hostname", NULL};
@@ -343,6 +355,10 @@ static void test_json_round_trip(void **state)
 					 "vol1:/cache",
 					 "secret",
 					 "MSB_TEST_TOKEN@api.example.com",
+					 "on-secret-violation",
+					 "block-and-log",
+					 "trust-host-cas",
+					 NULL,
 					 "env",
 					 "A=b c",
 					 "workdir",
