@@ -274,6 +274,17 @@ class SecretsTest(unittest.TestCase):
         self.assertIn('X-Any: k=' + VALUE + ';', seen)
         self.assertEqual(self.stats(sb)['injected'], 1)
 
+    def test_value_from_a_file(self):
+        path = os.path.join(self.tmp, 'file-token')
+        with open(path, 'w') as f:
+            f.write('from-a-file-0123\n')  # one trailing newline is dropped
+        sb = self.sandbox(secrets=[{'env': 'FILE_TOKEN', 'hosts': ['api.example.com'],
+                                    'file': path}])
+        sb.resolve('api.example.com')
+        got = self.run_client(sb, API, 'api.example.com',
+                              [req(headers=[('X-Key', '$MSB_FILE_TOKEN')], close=True)])
+        self.assertIn('X-Key: from-a-file-0123', self.headers_seen(got[0]))
+
     def test_basic_credentials_and_python_client(self):
         import base64
         sb = self.sandbox()
