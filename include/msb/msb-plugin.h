@@ -227,7 +227,7 @@ struct msb_tls_steer {
 	 * the address the connection arrived on.
 	 */
 	char proxy_addr[48];
-	int block_quic;	     /* nonzero: drop UDP to the steered ports */
+	int block_quic; /* nonzero: refuse UDP to the steered ports (QUIC) */
 };
 
 /*
