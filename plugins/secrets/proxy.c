@@ -58,11 +58,12 @@
 #define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h; clashes with net/if.h */
 #endif
 
-#define HANDSHAKE_MS 10000
-#define IDLE_MS	     (5 * 60 * 1000)
-#define BUF_DOWN     (64 * 1024)	      /* upstream -> guest */
-#define OUT_HIGH     (PROXY_BODY_MAX + 65536) /* stop reading the guest above this */
-#define IN_MAX	     (HTTP_HEAD_MAX + PROXY_BODY_MAX)
+#define HANDSHAKE_MS  10000
+#define FIRST_BYTE_MS 1000
+#define IDLE_MS	      (5 * 60 * 1000)
+#define BUF_DOWN      (64 * 1024)	       /* upstream -> guest */
+#define OUT_HIGH      (PROXY_BODY_MAX + 65536) /* stop reading the guest above this */
+#define IN_MAX	      (HTTP_HEAD_MAX + PROXY_BODY_MAX)
 
 struct secret {
 	char placeholder[SUBST_PLACEHOLDER_MAX + 1];
@@ -726,20 +727,25 @@ static void classify(struct conn *c)
 {
 	struct proxy *p = c->p;
 	static __thread uint8_t peek[SNI_PEEK_MAX];
-	int64_t deadline = now_ms() + HANDSHAKE_MS;
+	/*
+	 * A TLS client speaks first, at once.  One that waits for the server
+	 * (SSH on 443, say) gets spliced after FIRST_BYTE_MS (1 s); a hello that stops
+	 * coming is spliced at the handshake deadline.  Never a hang.
+	 */
+	int64_t start = now_ms(), deadline = start + HANDSHAKE_MS;
 	int r = 0;
-	for (;;) {
-		ssize_t n = recv(c->g.fd, peek, sizeof(peek), MSG_PEEK);
-		if (n <= 0)
-			return; /* closed, or nothing within the handshake time: splice */
-		r = sni_peek(peek, (size_t)n, c->sni, sizeof(c->sni));
-		if (r != 0 || (size_t)n == sizeof(peek) || now_ms() > deadline)
-			break;
-		/* More of the hello is on its way: wait for it without consuming. */
+	for (bool first = true;; first = false) {
+		int64_t left = (first ? start + FIRST_BYTE_MS : deadline) - now_ms();
 		struct pollfd pf = {.fd = c->g.fd, .events = POLLIN};
-		usleep(2000);
-		if (poll(&pf, 1, 100) < 0)
+		if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
 			return;
+		ssize_t n = recv(c->g.fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+		if (n <= 0)
+			return; /* closed: splice what there is */
+		r = sni_peek(peek, (size_t)n, c->sni, sizeof(c->sni));
+		if (r != 0 || (size_t)n == sizeof(peek))
+			break;
+		usleep(2000); /* more of the hello is on its way: peek again */
 	}
 	if (r != 1)
 		return; /* not TLS, no SNI, or a bad one: nothing to inject into */

@@ -306,6 +306,17 @@ class SecretsTest(unittest.TestCase):
         s = self.stats(sb)
         self.assertEqual((s['spliced'], s['intercepted'], s['injected']), (1, 0, 0))
 
+    def test_server_speaks_first_is_spliced_not_hung(self):
+        # A protocol whose server talks first (the world's banner servers on
+        # 443): the proxy waits a moment for a ClientHello, then splices.
+        sb = self.sandbox()
+        t0 = time.monotonic()
+        got = ns_exec(sb.ns, sys.executable, '-c', 'import socket; s = socket.create_connection('
+                      '("198.51.100.10", 443), 10); print(s.recv(100).decode().strip())').stdout
+        self.assertEqual(got.strip(), 'hello 198.51.100.10 443')
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(self.stats(sb)['spliced'], 1)
+
     def test_sni_spoof_gets_nothing(self):
         # Allowed name, another host's address (one with a valid certificate
         # for the name): not pinned for it, so the request is refused.
