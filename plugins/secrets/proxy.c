@@ -140,10 +140,11 @@ static bool name_listed(char *const *list, size_t n, const char *name)
 struct end {
 	int fd;
 	SSL *ssl;
-	bool eof;      /* nothing more will come from it */
-	bool shut;     /* we have closed our writing side */
-	bool want_in;  /* the last operation needs the socket readable */
-	bool want_out; /* ... writable */
+	bool eof;  /* nothing more will come from it */
+	bool shut; /* we have closed our writing side */
+	/* What the last read (r_) and the last write (w_) wait for: TLS may need the other way. */
+	bool r_out; /* a read that needs the socket writable */
+	bool w_in;  /* a write that needs it readable */
 };
 
 struct conn {
@@ -498,7 +499,7 @@ static int process_requests(struct conn *c)
 /* Read from one end into buf: >0 bytes, 0 nothing now, -1 EOF, -2 error. */
 static ssize_t end_read(struct end *e, char *buf, size_t len)
 {
-	e->want_in = e->want_out = false;
+	e->r_out = false;
 	if (e->ssl) {
 		size_t got = 0;
 		ERR_clear_error();
@@ -506,10 +507,9 @@ static ssize_t end_read(struct end *e, char *buf, size_t len)
 			return (ssize_t)got;
 		switch (SSL_get_error(e->ssl, 0)) {
 		case SSL_ERROR_WANT_READ:
-			e->want_in = true;
 			return 0;
 		case SSL_ERROR_WANT_WRITE:
-			e->want_out = true;
+			e->r_out = true;
 			return 0;
 		case SSL_ERROR_ZERO_RETURN:
 			return -1;
@@ -525,17 +525,15 @@ static ssize_t end_read(struct end *e, char *buf, size_t len)
 		return r;
 	if (r == 0)
 		return -1;
-	if (errno == EAGAIN || errno == EINTR) {
-		e->want_in = true;
+	if (errno == EAGAIN || errno == EINTR)
 		return 0;
-	}
 	return errno == ECONNRESET ? -1 : -2;
 }
 
 /* Write to one end: >0 bytes, 0 not now, -2 error. */
 static ssize_t end_write(struct end *e, const char *buf, size_t len)
 {
-	e->want_in = e->want_out = false;
+	e->w_in = false;
 	if (e->ssl) {
 		size_t put = 0;
 		ERR_clear_error();
@@ -543,10 +541,9 @@ static ssize_t end_write(struct end *e, const char *buf, size_t len)
 			return (ssize_t)put;
 		switch (SSL_get_error(e->ssl, 0)) {
 		case SSL_ERROR_WANT_READ:
-			e->want_in = true;
+			e->w_in = true;
 			return 0;
 		case SSL_ERROR_WANT_WRITE:
-			e->want_out = true;
 			return 0;
 		default:
 			return -2;
@@ -555,10 +552,8 @@ static ssize_t end_write(struct end *e, const char *buf, size_t len)
 	ssize_t r = send(e->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (r >= 0)
 		return r;
-	if (errno == EAGAIN || errno == EINTR) {
-		e->want_out = true;
+	if (errno == EAGAIN || errno == EINTR)
 		return 0;
-	}
 	return -2;
 }
 
@@ -657,15 +652,26 @@ static void relay(struct conn *c)
 		    (c->u.ssl && SSL_pending(c->u.ssl) && !c->u.eof &&
 		     c->down_len < sizeof(c->down)))
 			continue;
+		/*
+		 * Wait only for what we would act on: a side whose buffer is full
+		 * is not polled for reading (or it would wake us at once, forever).
+		 */
+		bool g_rd = !c->g.eof && !closing && c->in_len < IN_MAX &&
+			    c->out_len - c->out_off <= OUT_HIGH;
+		bool u_rd = !c->u.eof && !closing && c->down_len < sizeof(c->down);
+		bool g_wr = c->down_off < c->down_len, u_wr = c->out_off < c->out_len && !c->u.shut;
 		struct pollfd pf[2] = {{.fd = c->g.fd}, {.fd = c->u.fd}};
-		if (c->g.want_in || (!c->g.eof && !closing))
-			pf[0].events |= POLLIN;
-		if (c->g.want_out || c->down_off < c->down_len)
-			pf[0].events |= POLLOUT;
-		if (c->u.want_in || !c->u.eof)
-			pf[1].events |= POLLIN;
-		if (c->u.want_out || c->out_off < c->out_len)
-			pf[1].events |= POLLOUT;
+		if (g_rd)
+			pf[0].events |= c->g.r_out ? POLLOUT : POLLIN;
+		if (g_wr)
+			pf[0].events |= c->g.w_in ? POLLIN : POLLOUT;
+		if (u_rd)
+			pf[1].events |= c->u.r_out ? POLLOUT : POLLIN;
+		if (u_wr)
+			pf[1].events |= c->u.w_in ? POLLIN : POLLOUT;
+		for (int i = 0; i < 2; i++)
+			if (!pf[i].events)
+				pf[i].fd = -1; /* nothing wanted: not even its POLLHUP */
 		int64_t left = last + IDLE_MS - now_ms();
 		if (left <= 0)
 			return;
