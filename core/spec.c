@@ -55,9 +55,9 @@ static const struct msb_spec_option options[] = {
 	{"secret", 0, MSB_OPT_REPEAT, "ENV@HOST[,HOST...]",
 	 "a secret from the host environment, usable only at HOST"},
 	{"secret-file", 0, MSB_OPT_REPEAT, "ENV=PATH", "read secret ENV's value from PATH"},
-	{"on-secret-violation", 0, MSB_OPT_VALUE, "block|block-and-log|passthrough",
-	 "a placeholder that may not be substituted: refuse the request (default), also log, "
-	 "or send the placeholder"},
+	{"on-secret-violation", 0, MSB_OPT_VALUE, "MODE",
+	 "block (default), block-and-log or passthrough: a request whose placeholder may not get "
+	 "its value"},
 	{"trust-host-cas", 0, MSB_OPT_FLAG, NULL,
 	 "install the host's CA roots in the guest (off: only behind a TLS-inspecting proxy)"},
 	{"env", 'e', MSB_OPT_REPEAT, "KEY=VALUE|KEY", "set a guest environment variable"},
