@@ -217,7 +217,9 @@ class World:
         self.host = subprocess.Popen([sys.executable, '-c', SERVER, '0.0.0.0,%d' % HOST_PORT,
                                       '::,%d' % HOST_PORT], stdout=subprocess.PIPE, text=True)
         for p in (self.world, self.host, self.dns):
-            assert p.stdout.readline().strip() == 'up'
+            if p.stdout.readline().strip() != 'up':
+                self.close()  # the servers that did start must not outlive the tests
+                raise RuntimeError('a world server did not come up')
 
     def close(self):
         for p in (self.world, self.host, self.dns):
