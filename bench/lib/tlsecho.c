@@ -31,6 +31,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "httphead.h"
+
 #define HEAD_MAX   16384
 #define IO_TIMEOUT 30
 
@@ -57,31 +59,6 @@ static void die_ssl(const char *what)
 	fprintf(stderr, "tlsecho: %s\n", what);
 	ERR_print_errors_fp(stderr);
 	exit(1);
-}
-
-// The value of header NAME (case-insensitive) in the head [h, end), or NULL.
-static const char *header(const char *h, const char *end, const char *name, size_t *len)
-{
-	size_t nl = strlen(name);
-	const char *p = memchr(h, '\n', (size_t)(end - h)); // skip the request line
-	while (p && p + 1 < end) {
-		const char *line = p + 1;
-		const char *eol = memchr(line, '\n', (size_t)(end - line));
-		if (!eol)
-			break;
-		if ((size_t)(eol - line) > nl && line[nl] == ':' && !strncasecmp(line, name, nl)) {
-			const char *v = line + nl + 1;
-			const char *ve = eol;
-			while (v < ve && (*v == ' ' || *v == '\t'))
-				v++;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
-				ve--;
-			*len = (size_t)(ve - v);
-			return v;
-		}
-		p = eol;
-	}
-	return NULL;
 }
 
 static int write_all(SSL *ssl, const char *b, size_t len)
