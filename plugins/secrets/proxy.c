@@ -64,6 +64,7 @@
 #define BUF_DOWN      (64 * 1024)	       /* upstream -> guest */
 #define OUT_HIGH      (PROXY_BODY_MAX + 65536) /* stop reading the guest above this */
 #define IN_MAX	      (HTTP_HEAD_MAX + PROXY_BODY_MAX)
+#define SPLICE_BUF    (64 * 1024)
 
 struct secret {
 	char placeholder[SUBST_PLACEHOLDER_MAX + 1];
@@ -161,7 +162,7 @@ struct conn {
 	bool pinned;
 	/* guest -> upstream: raw bytes in, bytes to send out. */
 	char *in;
-	size_t in_len;
+	size_t in_len, in_cap; /* IN_MAX intercepted (a whole head and body); less spliced */
 	char *out;
 	size_t out_len, out_off, out_cap;
 	/* upstream -> guest */
@@ -575,9 +576,9 @@ static void relay(struct conn *c)
 	for (;;) {
 		bool progress = false;
 		/* guest -> in */
-		if (!c->g.eof && !closing && c->in_len < IN_MAX &&
+		if (!c->g.eof && !closing && c->in_len < c->in_cap &&
 		    c->out_len - c->out_off <= OUT_HIGH) {
-			size_t room = IN_MAX - c->in_len;
+			size_t room = c->in_cap - c->in_len;
 			ssize_t r = end_read(&c->g, c->in + c->in_len, room > 65536 ? 65536 : room);
 			if (r > 0) {
 				c->in_len += (size_t)r;
@@ -656,7 +657,7 @@ static void relay(struct conn *c)
 		 * Wait only for what we would act on: a side whose buffer is full
 		 * is not polled for reading (or it would wake us at once, forever).
 		 */
-		bool g_rd = !c->g.eof && !closing && c->in_len < IN_MAX &&
+		bool g_rd = !c->g.eof && !closing && c->in_len < c->in_cap &&
 			    c->out_len - c->out_off <= OUT_HIGH;
 		bool u_rd = !c->u.eof && !closing && c->down_len < sizeof(c->down);
 		bool g_wr = c->down_off < c->down_len, u_wr = c->out_off < c->out_len && !c->u.shut;
@@ -769,7 +770,9 @@ static void conn_run(struct conn *c)
 {
 	struct proxy *p = c->p;
 	classify(c);
-	c->in = malloc(IN_MAX);
+	/* Spliced bytes only pass through: a buffer the size of one read is enough. */
+	c->in_cap = c->intercept ? IN_MAX : SPLICE_BUF;
+	c->in = malloc(c->in_cap);
 	if (!c->in)
 		return;
 	if (!c->intercept) {
@@ -851,7 +854,7 @@ static void conn_free(struct conn *c)
 		close(c->u.fd);
 	if (c->ss_on || c->scan)
 		subst_stream_free(&c->ss);
-	subst_free(c->in, IN_MAX);
+	subst_free(c->in, c->in_cap);
 	subst_free(c->out, c->out_cap);
 	OPENSSL_cleanse(c->down, sizeof(c->down));
 	free(c);
