@@ -285,6 +285,16 @@ class SecretsTest(unittest.TestCase):
                               [req(headers=[('X-Key', '$MSB_FILE_TOKEN')], close=True)])
         self.assertIn('X-Key: from-a-file-0123', self.headers_seen(got[0]))
 
+    def test_values_live_in_memory_kept_out_of_core_dumps(self):
+        # The proxy's values sit in one mapping marked MADV_WIPEONFORK ("wf" in
+        # smaps' VmFlags, which nothing else here sets) and MADV_DONTDUMP ("dd").
+        sb = self.sandbox()
+        with open('/proc/%d/smaps' % sb.p.pid) as f:
+            flags = [l.split()[1:] for l in f if l.startswith('VmFlags:')]
+        vault = [v for v in flags if 'wf' in v]
+        self.assertEqual(len(vault), 1, flags)
+        self.assertIn('dd', vault[0])
+
     def test_basic_credentials_and_python_client(self):
         import base64
         sb = self.sandbox()
