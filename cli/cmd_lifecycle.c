@@ -18,7 +18,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 #include "error.h"
+#include "host.h"
+#include "registry.h"
 #include "lifecycle.h"
 #include "sandbox.h"
 #include "session.h"
@@ -71,7 +74,8 @@ int cli_supervisor_path(char *buf, size_t len, struct msb_error *err)
 			       buf);
 }
 
-int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct msb_error *err)
+int cli_spawn_supervisor(const struct msb_state *st, const char *name, int values_fd,
+			 struct msb_error *err)
 {
 	char sup[PATH_MAX];
 	if (cli_supervisor_path(sup, sizeof(sup), err) < 0)
@@ -98,10 +102,14 @@ int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct ms
 			dup2(lf, 2);
 		}
 		int w = fcntl(pfd[1], F_DUPFD, 3); /* without CLOEXEC: the supervisor writes it */
-		char fdstr[16];
+		char fdstr[16], vstr[16];
 		snprintf(fdstr, sizeof(fdstr), "%d", w);
+		/* The values' memfd, inherited once: the supervisor reads and closes it. */
+		int v = values_fd >= 0 ? fcntl(values_fd, F_DUPFD, 3) : -1;
+		snprintf(vstr, sizeof(vstr), "%d", v);
 		setenv("MSB_HOME", st->home, 1);
-		char *argv[] = {"msb-supervisor", "serve", (char *)name, fdstr, NULL};
+		char *argv[] = {"msb-supervisor",     "serve", (char *)name, fdstr,
+				v >= 0 ? vstr : NULL, NULL};
 		execv(sup, argv);
 		dprintf(w, "cannot start the supervisor: %s\n", strerror(errno));
 		_exit(127);
@@ -293,6 +301,33 @@ static int wait_pid_gone(pid_t pid, int timeout_ms)
 	return -ETIMEDOUT;
 }
 
+/*
+ * After a supervisor was killed: what its network left on the host (its
+ * uplink link and its nft table; everything else went with its namespace)
+ * is removed now, by every network module's reap, not by the next sandbox.
+ */
+static void reap_networks(void)
+{
+	struct msb_registry reg = {0};
+	struct msb_error err = MSB_ERROR_INIT;
+	if (msb_config_load(&err) < 0 ||
+	    msb_registry_default_path(&reg, MSB_BUILD_ROOT, &err) < 0 ||
+	    msb_registry_scan(&reg, &err) < 0) {
+		msb_registry_free(&reg);
+		return;
+	}
+	for (size_t i = 0; i < reg.count; i++) {
+		const struct msb_module *m = &reg.modules[i];
+		struct msb_instance *in = NULL;
+		if (!m->loaded || m->desc.kind != MSB_PLUGIN_NET ||
+		    msb_instance_create(m, "reap", "", "{}", NULL, &in, &err) < 0)
+			continue;
+		m->ops.net.reap(&in->host, NULL);
+		msb_instance_destroy(in);
+	}
+	msb_registry_free(&reg);
+}
+
 /* Stop a running sandbox: the agent syncs and powers off; kill after timeout. */
 static int stop_one(struct msb_state *st, const char *name, int timeout_ms, struct msb_error *err)
 {
@@ -310,6 +345,7 @@ static int stop_one(struct msb_state *st, const char *name, int timeout_ms, stru
 		/* The supervisor holds the VM: killing it ends the VM too. */
 		kill(pid, SIGKILL);
 		wait_pid_gone(pid, 5000);
+		reap_networks();
 	}
 	msb_supervisor_pid(st->home, name); /* reaps the pid file and socket */
 	msb_error_clear(err);
@@ -383,7 +419,7 @@ int cmd_start(const struct cli_command *cmd, int argc, char **argv)
 		msb_volumes_shared_check(&st, argv[0], spec, cli_warn_line, NULL);
 	free(json);
 	msb_spec_free(spec);
-	if (cli_spawn_supervisor(&st, argv[0], &err) < 0)
+	if (cli_spawn_supervisor(&st, argv[0], -1, &err) < 0)
 		die(1, "start: %s", err.msg);
 	msb_state_close(&st);
 	return 0;
@@ -417,10 +453,10 @@ int cmd_rm(const struct cli_command *cmd, int argc, char **argv)
 			rc = 1;
 			continue;
 		}
-		if (pid) {
-			kill(pid, SIGKILL);
-			wait_pid_gone(pid, 5000);
-		}
+		/* -f: an orderly stop first (the supervisor tears its network down),
+		 * then a kill after 5 s, whose leftovers are reaped. */
+		if (pid)
+			stop_one(&st, argv[i], 5000, &err);
 		if (msb_state_sandbox_remove(&st, argv[i], &err) < 0) {
 			fprintf(stderr, "msb: rm: %s\n", err.msg);
 			rc = 1;

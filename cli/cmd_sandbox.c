@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "spec.h"
 #include "suggest.h"
 #include "sandbox.h"
+#include "secretval.h"
 #include "state.h"
 #include "volume.h"
 
@@ -34,6 +36,8 @@ struct sandbox_args {
 	int json;
 	int is_run;
 	struct msb_pull_opts pull; /* how to get the image: not part of the sandbox's spec */
+	const char *spec_path;	   /* --spec PATH|-: the whole spec, as JSON */
+	const char *first_option;  /* the first spec option given on the command line */
 };
 
 void help_sandbox(const struct cli_command *cmd)
@@ -56,6 +60,10 @@ void help_sandbox(const struct cli_command *cmd)
 	       "    --ca-certs PATH",
 	       "also trust these CAs (PEM file or directory) for the registry", "    --insecure",
 	       "allow a plain-HTTP registry", "-q, --quiet", "no pull progress");
+	printf("  %-40s %s\n  %-40s %s\n", "    --spec PATH",
+	       "the whole spec as JSON (docs/spec.md; - for stdin), instead of options",
+	       "    --secret-values-fd FD",
+	       "read secret values from FD: NAME=VALUE entries, each ended by a NUL byte");
 	printf("  %-40s %s\n  %-40s %s\n", "    --dry-run",
 	       "validate and print the spec; create nothing", "    --json",
 	       "with --dry-run: print the spec as JSON");
@@ -88,6 +96,8 @@ __attribute__((noreturn)) static void unknown_option(const char *arg)
 	names[n++] = "--ca-certs";
 	names[n++] = "--insecure";
 	names[n++] = "--quiet";
+	names[n++] = "--spec";
+	names[n++] = "--secret-values-fd";
 	names[n] = NULL;
 	char word[64];
 	snprintf(word, sizeof(word), "%.*s", (int)strcspn(arg, "="), arg);
@@ -145,10 +155,97 @@ static int pull_option(struct sandbox_args *a, int argc, char **argv, int *i)
 	return 1;
 }
 
+/*
+ * --secret-values-fd FD: the values go into this process's vault (and from
+ * there to the supervisor); FD is closed.  --spec PATH: noted, read after
+ * the values.  1 if argv[*i] was one of them.
+ */
+static int input_option(struct sandbox_args *a, int argc, char **argv, int *i)
+{
+	const char *arg = argv[*i], *v = NULL;
+	size_t l = strcspn(arg, "=");
+	int is_spec = l == 6 && !strncmp(arg, "--spec", 6);
+	int is_vfd = l == 18 && !strncmp(arg, "--secret-values-fd", 18);
+	if (!is_spec && !is_vfd)
+		return 0;
+	if (arg[l] == '=')
+		v = arg + l + 1;
+	else if (*i + 1 < argc)
+		v = argv[++*i];
+	else
+		die(EXIT_USAGE, "%.*s needs a value (expected %s)", (int)l, arg,
+		    is_spec ? "a JSON spec file, or - for stdin" : "an open file descriptor");
+	if (is_spec) {
+		if (a->spec_path)
+			die(EXIT_USAGE, "--spec given twice (expected one spec)");
+		a->spec_path = v;
+		return 1;
+	}
+	char *end;
+	long fd = strtol(v, &end, 10);
+	if (!*v || *end || fd < 0 || fd > 65535 || fcntl((int)fd, F_GETFD) < 0)
+		die(EXIT_USAGE, "--secret-values-fd '%s': not an open file descriptor", v);
+	struct msb_error err = MSB_ERROR_INIT;
+	int r = msb_secret_vault_read_fd((int)fd, &err);
+	close((int)fd);
+	if (r < 0)
+		die(EXIT_USAGE, "--secret-values-fd %ld: %s", fd, err.msg);
+	return 1;
+}
+
+/* --spec PATH: the spec from JSON (validated there), and no other spec option. */
+static void load_spec(struct sandbox_args *a, const char *cmdname)
+{
+	if (a->first_option)
+		die(EXIT_USAGE,
+		    "%s: --spec cannot be combined with %s (the spec file is the whole spec)",
+		    cmdname, a->first_option);
+	int fd = strcmp(a->spec_path, "-") ? open(a->spec_path, O_RDONLY | O_CLOEXEC) : 0;
+	if (fd < 0)
+		die(EXIT_USAGE, "--spec '%s': %s (expected a JSON spec file)", a->spec_path,
+		    strerror(errno));
+	char *buf = malloc(MSB_SPEC_JSON_MAX + 1);
+	if (!buf)
+		die(1, "out of memory");
+	size_t n = 0;
+	ssize_t got;
+	while (n <= MSB_SPEC_JSON_MAX &&
+	       (got = read(fd, buf + n, MSB_SPEC_JSON_MAX + 1 - n)) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			die(EXIT_USAGE, "--spec '%s': %s", a->spec_path, strerror(errno));
+		n += (size_t)got;
+	}
+	if (fd > 0)
+		close(fd);
+	if (n > MSB_SPEC_JSON_MAX)
+		die(EXIT_USAGE, "--spec '%s': larger than %d bytes", a->spec_path,
+		    MSB_SPEC_JSON_MAX);
+	struct msb_error err = MSB_ERROR_INIT;
+	struct msb_spec *spec = NULL;
+	if (msb_spec_from_json(buf, n, &spec, &err) < 0) {
+		msb_error_prefix(&err, "--spec '%s': ", a->spec_path);
+		die_input(&err);
+	}
+	free(buf);
+	msb_spec_free(a->spec);
+	a->spec = spec;
+}
+
 static void parse_args(struct sandbox_args *a, const char *cmdname, int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
+		if (input_option(a, argc, argv, &i))
+			continue;
+		if (!a->first_option &&
+		    (arg[0] == '-' ? strcmp(arg, "--dry-run") && strcmp(arg, "--json") &&
+					     strcmp(arg, "--insecure") && strcmp(arg, "-q") &&
+					     strcmp(arg, "--quiet") && strncmp(arg, "--pull", 6) &&
+					     strncmp(arg, "--ca-certs", 10)
+				   : 1))
+			a->first_option = arg;
 		if (!strcmp(arg, "--")) {
 			if (!a->is_run)
 				die(EXIT_USAGE,
@@ -269,9 +366,13 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 		printf("%-10s %s, only at ", "secret", s->secrets[i].env);
 		for (size_t j = 0; j < s->secrets[i].nhosts; j++)
 			printf("%s%s", j ? ", " : "", s->secrets[i].hosts[j]);
-		printf(" (value from %s%s)\n",
-		       s->secrets[i].file ? "file " : "the host environment",
-		       s->secrets[i].file ? s->secrets[i].file : "");
+		int src = s->secrets[i].source;
+		printf(" (value %s%s)\n",
+		       src == MSB_SECRET_FROM_FILE     ? "from file "
+		       : src == MSB_SECRET_FROM_VALUE  ? "given directly"
+		       : src == MSB_SECRET_FROM_CONFIG ? "from the config file's [secrets]"
+						       : "from the host environment",
+		       src == MSB_SECRET_FROM_FILE ? s->secrets[i].file : "");
 	}
 	for (size_t i = 0; i < s->nenv; i++) {
 		/* Show names only: values may be sensitive even if not secrets. */
@@ -303,6 +404,36 @@ static void random_name(char *buf, size_t len)
 	snprintf(buf, len, "run-%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
 }
 
+/*
+ * The values given directly (--secret-values-fd, or the SDK's), in a memfd
+ * for the supervisor; -1 when there are none.  Dies on failure.
+ */
+static int values_memfd(const struct msb_spec *spec, int keep_open, const char *cmdname)
+{
+	const char *names[MSB_SECRET_VALUES_MAX], *values[MSB_SECRET_VALUES_MAX];
+	size_t lens[MSB_SECRET_VALUES_MAX], n = 0;
+	for (size_t i = 0; i < spec->nsecrets && n < MSB_SECRET_VALUES_MAX; i++) {
+		const struct msb_secret *sec = &spec->secrets[i];
+		if (sec->source != MSB_SECRET_FROM_VALUE)
+			continue;
+		names[n] = sec->env;
+		if (sec->value) {
+			values[n] = sec->value;
+			lens[n] = sec->value_len;
+		} else if (!(values[n] = msb_secret_vault_get(sec->env, &lens[n]))) {
+			continue;
+		}
+		n++;
+	}
+	if (!n)
+		return -1;
+	struct msb_error err = MSB_ERROR_INIT;
+	int fd = msb_secret_values_memfd(names, values, lens, n, keep_open, &err);
+	if (fd < 0)
+		die(1, "%s: %s (nothing was created)", cmdname, err.msg);
+	return fd;
+}
+
 /* The sandbox's disks, from its --rootfs tree or its image. */
 static int prepare(struct msb_state *st, const char *name, struct msb_spec *spec,
 		   const struct msb_pull_opts *pull, struct msb_error *err)
@@ -330,6 +461,7 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull)
 	char sup[PATH_MAX];
 	if (cli_supervisor_path(sup, sizeof(sup), &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
+	int vfd = values_memfd(spec, 1, "run"); /* inherited through the exec below */
 	struct msb_state st;
 	if (msb_state_open(NULL, &st, &err) < 0)
 		die(EXIT_RUN_FAILED, "run: %s", err.msg);
@@ -354,7 +486,9 @@ static int run_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pull)
 		goto fail;
 	}
 	fflush(NULL);
-	char *argv[] = {"msb-supervisor", "run", name, NULL};
+	char vstr[16];
+	snprintf(vstr, sizeof(vstr), "%d", vfd);
+	char *argv[] = {"msb-supervisor", "run", name, vfd >= 0 ? vstr : NULL, NULL};
 	execv(sup, argv);
 	fprintf(stderr, "msb: run: cannot start %s: %s\n", sup, strerror(errno));
 fail:
@@ -398,7 +532,14 @@ static int create_sandbox(struct msb_spec *spec, const struct msb_pull_opts *pul
 	if (msb_state_sandbox_create(&st, name, "spec.json", json, strlen(json), &err) < 0)
 		die(1, "create: %s", err.msg);
 	msb_free(json);
-	if (prepare(&st, name, spec, pull, &err) < 0 || cli_spawn_supervisor(&st, name, &err) < 0) {
+	int vfd = values_memfd(spec, 0, "create");
+	int r = prepare(&st, name, spec, pull, &err);
+	if (r == 0)
+		r = cli_spawn_supervisor(&st, name, vfd, &err);
+	if (vfd >= 0)
+		close(vfd);
+	msb_secret_vault_wipe();
+	if (r < 0) {
 		struct msb_error e2 = MSB_ERROR_INIT;
 		msb_state_sandbox_remove(&st, name, &e2);
 		die(1, "create: %s (nothing was created)", err.msg);
@@ -414,6 +555,8 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	if (!a.spec)
 		die(1, "out of memory");
 	parse_args(&a, cmdname, argc, argv);
+	if (a.spec_path)
+		load_spec(&a, cmdname);
 	if (a.json && !a.dry_run)
 		die(EXIT_USAGE, "%s: --json is only for --dry-run", cmdname);
 	struct msb_error err = MSB_ERROR_INIT;

@@ -9,6 +9,8 @@
 /* Where msb-supervisor is: next to msb (the build tree), else MSB_LIBEXEC_DIR. */
 int cli_supervisor_path(char *buf, size_t len, struct msb_error *err);
 /* Start sandbox name's supervisor and wait until its agent answered. */
-int cli_spawn_supervisor(const struct msb_state *st, const char *name, struct msb_error *err);
+/* values_fd: a memfd of secret values given directly (secretval.h), or -1. */
+int cli_spawn_supervisor(const struct msb_state *st, const char *name, int values_fd,
+			 struct msb_error *err);
 
 #endif

@@ -5,14 +5,17 @@
  * so it links only what that needs: the core, not the image code (libcurl,
  * libarchive, OpenSSL), which the CLI ran before starting it.
  *
- *   msb-supervisor serve NAME READY_FD   a created sandbox: boot, serve its
+ *   msb-supervisor serve NAME READY_FD [VALUES_FD]
+ *                                        a created sandbox: boot, serve its
  *                                        control socket (msb create, start)
- *   msb-supervisor run NAME              msb run, exec'd by it after it made
+ *   msb-supervisor run NAME [VALUES_FD]  msb run, exec'd by it after it made
  *                                        the sandbox's state: boot, run the
  *                                        spec's command on this process's
  *                                        stdio, stop; an ephemeral sandbox's
  *                                        state goes too
  *
+ * VALUES_FD: a memfd of secret values given directly (core/secretval.h),
+ * read into this process's vault and closed before anything else.
  * MSB_HOME is inherited.  Exit statuses are msb run's: the command's own,
  * 128+N for a signal, 125 when msb failed.
  */
@@ -25,6 +28,7 @@
 
 #include <msb/msb.h>
 
+#include "secretval.h"
 #include "session.h"
 #include "state.h"
 #include "supervisor.h"
@@ -97,11 +101,38 @@ static int run(const char *name)
 	return status;
 }
 
+/*
+ * Read the values' memfd into the vault.  False if it is bad, with the
+ * message on stderr and on ready_fd (>= 0: msb create waits there).
+ */
+static int take_values(const char *fdstr, int ready_fd)
+{
+	char *end;
+	long fd = strtol(fdstr, &end, 10);
+	struct msb_error err = MSB_ERROR_INIT;
+	int r = *end || fd < 3 || fd > 65535
+			? msb_error_set(&err, -EBADF, "secret values: bad fd '%.16s'", fdstr)
+			: msb_secret_vault_read_fd((int)fd, &err);
+	if (!*end && fd >= 3 && fd <= 65535)
+		close((int)fd);
+	if (r < 0) {
+		fprintf(stderr, "msb-supervisor: %s\n", err.msg);
+		if (ready_fd >= 0)
+			dprintf(ready_fd, "%s\n", err.msg);
+	}
+	return r == 0;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "run"))
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "run")) {
+		if (argc == 4 && !take_values(argv[3], -1))
+			return EXIT_RUN_FAILED;
 		return run(argv[2]);
-	if (argc == 4 && !strcmp(argv[1], "serve")) {
+	}
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "serve")) {
+		if (argc == 5 && !take_values(argv[4], atoi(argv[3])))
+			return 1;
 		char home[PATH_MAX];
 		struct msb_error err = MSB_ERROR_INIT;
 		if (msb_state_default_home(home, sizeof(home), &err) < 0) {
@@ -110,6 +141,7 @@ int main(int argc, char **argv)
 		}
 		return msb_supervise(home, argv[2], atoi(argv[3]), MSB_BUILD_ROOT);
 	}
-	fprintf(stderr, "msb-supervisor: internal to msb (expected: serve NAME FD | run NAME)\n");
+	fprintf(stderr, "msb-supervisor: internal to msb (expected: serve NAME FD [VFD] | run NAME "
+			"[VFD])\n");
 	return 2;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <msb/msb.h>
@@ -32,6 +33,8 @@ void msb_config_reset(void)
 	for (size_t i = 0; i < nentries; i++) {
 		free(entries[i].section);
 		free(entries[i].key);
+		/* [secrets] holds values: every value is wiped before it is freed. */
+		explicit_bzero(entries[i].value, strlen(entries[i].value));
 		free(entries[i].value);
 	}
 	free(entries);
@@ -60,6 +63,32 @@ static int word_valid(const char *w)
 		if (!isalnum((unsigned char)*w) && !strchr("_-.", *w))
 			return 0;
 	return 1;
+}
+
+/* A [secrets] line: an environment variable name, a value. */
+static int secret_entry_valid(const char *key, const char *value)
+{
+	if (!*value || (!isalpha((unsigned char)*key) && *key != '_'))
+		return 0;
+	for (const char *k = key; *k; k++)
+		if (!isalnum((unsigned char)*k) && *k != '_')
+			return 0;
+	return 1;
+}
+
+static int has_secrets(void)
+{
+	for (size_t i = 0; i < nentries; i++)
+		if (!strcmp(entries[i].section, "secrets"))
+			return 1;
+	return 0;
+}
+
+void msb_config_forget_secrets(void)
+{
+	for (size_t i = 0; i < nentries; i++)
+		if (!strcmp(entries[i].section, "secrets"))
+			explicit_bzero(entries[i].value, strlen(entries[i].value));
 }
 
 int msb_config_parse(const char *text, size_t len, const char *origin, struct msb_error *err)
@@ -124,6 +153,14 @@ int msb_config_parse(const char *text, size_t len, const char *origin, struct ms
 			return msb_error_set(err, -EINVAL, "%s:%d: bad key '%s'", origin, lineno,
 					     key);
 		}
+		if (!strcmp(section, "secrets") && !secret_entry_valid(key, value)) {
+			/* Name the key only: the value is a secret. */
+			msb_config_reset();
+			return msb_error_set(err, -EINVAL,
+					     "%s:%d: [secrets] %s: expected NAME = VALUE, NAME an "
+					     "environment variable name and VALUE not empty",
+					     origin, lineno, key);
+		}
 		if (nentries >= ENTRIES_MAX) {
 			msb_config_reset();
 			return msb_error_set(err, -E2BIG, "%s: more than %d entries", origin,
@@ -181,6 +218,12 @@ int msb_config_load(struct msb_error *err)
 		}
 		return msb_error_errno(err, -errno, "config file '%s'", path);
 	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		close(fd);
+		return msb_error_errno(err, e, "config file '%s'", path);
+	}
 	char *buf = malloc(MSB_CONFIG_MAX_BYTES + 1);
 	if (!buf) {
 		close(fd);
@@ -193,7 +236,23 @@ int msb_config_load(struct msb_error *err)
 		len += (size_t)n;
 	close(fd);
 	int r = msb_config_parse(buf, len, path, err);
+	explicit_bzero(buf, len);
 	free(buf);
+	/*
+	 * A file that holds secret values is private to whoever runs msb (or
+	 * root's), as ssh insists for its keys: otherwise it is refused whole.
+	 */
+	if (r == 0 && has_secrets() &&
+	    ((st.st_mode & 077) || (st.st_uid != geteuid() && st.st_uid != 0))) {
+		msb_config_reset();
+		return msb_error_set(err, -EPERM,
+				     "config file '%s' holds [secrets] but %s (mode %04o, owner "
+				     "uid %u; expected mode 0600, owned by you: chmod 600 it)",
+				     path,
+				     (st.st_mode & 077) ? "others can read or write it"
+							: "someone else owns it",
+				     (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+	}
 	if (r == 0)
 		loaded_path = strdup(path);
 	return r;

@@ -23,5 +23,7 @@ const char *msb_config_get(const char *section, const char *key);
 /* Path of the file loaded, or NULL. */
 const char *msb_config_path(void);
 void msb_config_reset(void);
+/* Wipe the values of the [secrets] section (once the secrets proxy has its own copies). */
+void msb_config_forget_secrets(void);
 
 #endif

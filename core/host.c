@@ -15,6 +15,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "secretval.h"
 
 static struct msb_instance *instance_of(const struct msb_host *h)
 {
@@ -101,6 +102,21 @@ static const char *host_config_get(const struct msb_host *h, const char *key)
 	else
 		in->config_buf = json_dumps(node, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	return in->config_buf;
+}
+
+static int host_secret_value(const struct msb_host *h, const char *env, char *buf, size_t cap,
+			     size_t *len)
+{
+	(void)h;
+	const char *v;
+	size_t vl;
+	if (!env || !buf || !len || msb_secret_lookup(env, &v, &vl) < 0)
+		return -ENOENT;
+	if (vl > cap)
+		return -EFBIG;
+	memcpy(buf, v, vl);
+	*len = vl;
+	return 0;
 }
 
 static const char *host_spec_json(const struct msb_host *h)
@@ -199,6 +215,7 @@ int msb_instance_create(const struct msb_module *m, const char *sandbox_name, co
 		.sandbox_name = in->name,
 		.state_dir = in->state_dir,
 		.core = in,
+		.secret_value = host_secret_value,
 	};
 	struct msb_error e = MSB_ERROR_INIT;
 	int r = m->desc.create(&in->host, &in->inst, &e);

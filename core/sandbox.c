@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "secretval.h"
 
 static char *first_existing(const char *const *candidates)
 {
@@ -308,6 +309,8 @@ static int secrets_open(struct msb_sandbox *sb, const struct msb_spec *spec, con
 	for (size_t i = 0; i < spec->nsecrets; i++)
 		if (!spec->secrets[i].file)
 			env_scrub(spec->secrets[i].env);
+	msb_secret_vault_wipe();
+	msb_config_forget_secrets();
 	if (!(sb->ca_path = strdup(info.ca_cert_path)))
 		return msb_error_set(err, -ENOMEM, "out of memory");
 	info.steer.size = sizeof(info.steer);

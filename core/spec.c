@@ -20,7 +20,9 @@
 
 #include <msb/msb-plugin.h>
 
+#include "config.h"
 #include "error.h"
+#include "secretval.h"
 #include "suggest.h"
 
 /* Quote at most this much of a bad value back to the user. */
@@ -53,7 +55,8 @@ static const struct msb_spec_option options[] = {
 	 "share a host directory or named volume (SRC: /path, ./path or NAME; OPTS: ro|rw, "
 	 "noexec, identity=strict|off)"},
 	{"secret", 0, MSB_OPT_REPEAT, "ENV@HOST[,HOST...]",
-	 "a secret from the host environment, usable only at HOST"},
+	 "a secret, usable only at HOST; its value from --secret-file, --secret-values-fd, the "
+	 "host environment or the config file's [secrets]"},
 	{"secret-file", 0, MSB_OPT_REPEAT, "ENV=PATH", "read secret ENV's value from PATH"},
 	{"on-secret-violation", 0, MSB_OPT_VALUE, "MODE",
 	 "block (default), block-and-log or passthrough: a request whose placeholder may not get "
@@ -120,6 +123,7 @@ void msb_spec_free(struct msb_spec *s)
 		free(s->secrets[i].env);
 		free_strv(s->secrets[i].hosts, s->secrets[i].nhosts);
 		free(s->secrets[i].file);
+		msb_secret_mem_free(s->secrets[i].value, MSB_SECRET_VALUE_MAX);
 	}
 	free(s->secrets);
 	free_strv(s->secret_files, s->nsecret_files);
@@ -692,6 +696,38 @@ static int opt_secret_file(struct msb_spec *s, const char *v, struct msb_error *
 	return append_str(&s->secret_files, &s->nsecret_files, "--secret-file", v, err);
 }
 
+int msb_spec_set_secret_value(struct msb_spec *s, const char *env, const char *value, size_t len,
+			      struct msb_error *err)
+{
+	if (!s || !env || !value)
+		return msb_error_set(err, -EINVAL, "secret value: no spec, name or value");
+	if (s->validated)
+		return msb_error_set(err, -EBUSY, "the spec was already validated");
+	struct msb_secret *sec = NULL;
+	for (size_t i = 0; i < s->nsecrets; i++)
+		if (!strcmp(s->secrets[i].env, env))
+			sec = &s->secrets[i];
+	if (!sec)
+		return msb_error_set(err, -EINVAL,
+				     "secret value for '%.*s': no secret of that name is bound "
+				     "(expected the option secret = %.*s@HOST first)",
+				     Q, env, Q, env);
+	if (!len || memchr(value, '\0', len))
+		return msb_error_set(
+			err, -EINVAL, "secret value for %s: %s (expected 1 to %d bytes, no NUL)",
+			env, len ? "it holds a NUL byte" : "it is empty", MSB_SECRET_VALUE_MAX);
+	if (len > MSB_SECRET_VALUE_MAX)
+		return msb_error_set(err, -EFBIG,
+				     "secret value for %s: %zu bytes (expected at most %d)", env,
+				     len, MSB_SECRET_VALUE_MAX);
+	if (!sec->value && !(sec->value = msb_secret_mem_alloc(MSB_SECRET_VALUE_MAX)))
+		return msb_error_set(err, -ENOMEM, "out of memory");
+	explicit_bzero(sec->value, MSB_SECRET_VALUE_MAX);
+	memcpy(sec->value, value, len);
+	sec->value_len = len;
+	return 0;
+}
+
 static int opt_env(struct msb_spec *s, const char *v, struct msb_error *err)
 {
 	const char *eq = strchr(v, '=');
@@ -989,15 +1025,31 @@ static int validate_secrets(struct msb_spec *s, struct msb_error *err)
 	}
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		struct msb_secret *sec = &s->secrets[i];
-		if (!sec->file) {
-			const char *val = getenv(sec->env);
-			if (!val || !*val)
-				return msb_error_set(
-					err, -EINVAL,
-					"--secret %s: %s is not set in the host environment "
-					"(expected it exported, or --secret-file %s=PATH)",
-					sec->env, sec->env, sec->env);
+		/* Precedence: --secret-file, a value given directly, the host
+		 * environment, the config file's [secrets] (docs/secrets.md). */
+		const char *val;
+		size_t vl;
+		int src;
+		if (sec->file)
+			src = MSB_SECRET_FROM_FILE;
+		else if (sec->value)
+			src = MSB_SECRET_FROM_VALUE;
+		else if ((src = msb_secret_lookup(sec->env, &val, &vl)) < 0) {
+			int r = msb_config_load(err); /* for its [secrets] */
+			if (r < 0)
+				return r;
+			src = msb_secret_lookup(sec->env, &val, &vl);
 		}
+		if (src < 0)
+			return msb_error_set(
+				err, -EINVAL,
+				"--secret %s: %s is not set in the host environment "
+				"(expected it exported, --secret-file %s=PATH, a value given "
+				"directly "
+				"by the SDK or --secret-values-fd, or %s = VALUE in the config "
+				"file's [secrets])",
+				sec->env, sec->env, sec->env, sec->env);
+		sec->source = src;
 		for (size_t e = 0; e < s->nenv; e++)
 			if (strncmp(s->env[e], sec->env, strlen(sec->env)) == 0 &&
 			    s->env[e][strlen(sec->env)] == '=')
@@ -1207,10 +1259,14 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		/* The value is never in the spec: only where it comes from. */
 		json_array_append_new(
-			secrets, json_pack("{s:s,s:o,s:s,s:o}", "env", s->secrets[i].env, "hosts",
-					   strv_json(s->secrets[i].hosts, s->secrets[i].nhosts),
-					   "source", s->secrets[i].file ? "file" : "env", "file",
-					   opt_str(s->secrets[i].file)));
+			secrets,
+			json_pack("{s:s,s:o,s:s,s:o}", "env", s->secrets[i].env, "hosts",
+				  strv_json(s->secrets[i].hosts, s->secrets[i].nhosts), "source",
+				  msb_secret_source_name(s->secrets[i].file ? MSB_SECRET_FROM_FILE
+							 : s->secrets[i].value
+								 ? MSB_SECRET_FROM_VALUE
+								 : s->secrets[i].source),
+				  "file", opt_str(s->secrets[i].file)));
 	}
 	json_object_set_new(root, "secrets", secrets);
 	static const char *const modes[] = {"block", "block-and-log", "passthrough"};

@@ -56,6 +56,11 @@ struct msb_secret {
 	char **hosts;
 	size_t nhosts;
 	char *file; /* value read from this file instead of the environment */
+	/* A value given directly (msb_spec_set_secret_value): MSB_SECRET_VALUE_MAX
+	 * bytes of msb_secret_mem_alloc memory, never in the JSON. */
+	char *value;
+	size_t value_len;
+	int source; /* enum msb_secret_source, set by validation */
 };
 
 /* --on-secret-violation: a placeholder that cannot be substituted safely. */

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MSB_PLUGIN_ABI_MAJOR	     1
-#define MSB_PLUGIN_ABI_MINOR	     1
+#define MSB_PLUGIN_ABI_MINOR	     2
 #define MSB_PLUGIN_ABI		     ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
@@ -161,6 +161,18 @@ struct msb_host {
 
 	/* Core-private; modules never touch it. */
 	void *core;
+
+	/*
+	 * ABI 1.2: the value of secret `env` (a --secret of this sandbox
+	 * without a --secret-file), from where msb keeps it: a value given
+	 * directly (the SDK, --secret-values-fd), else the host environment,
+	 * else the config file's [secrets].  Copies it into buf (not
+	 * NUL-terminated) and sets *len.  0; -ENOENT when there is none;
+	 * -EFBIG when it is longer than cap.  The core wipes its own copies once
+	 * the secrets module's proxy_start returned.
+	 */
+	int (*secret_value)(const struct msb_host *host, const char *env, char *buf, size_t cap,
+			    size_t *len);
 };
 
 #define MSB_HOST_HAS(host, field)                                                                  \

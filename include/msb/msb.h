@@ -24,10 +24,10 @@ extern "C" {
 #endif
 
 #define MSB_VERSION_MAJOR 0
-#define MSB_VERSION_MINOR 1
+#define MSB_VERSION_MINOR 2
 #define MSB_VERSION_PATCH 0
 
-/* The library's version, "0.1.0". */
+/* The library's version, "0.2.0". */
 const char *msb_version(void);
 
 /* Free a string or buffer the SDK returned. */
@@ -164,6 +164,55 @@ int msb_spec_from_json(const char *json, size_t len, struct msb_spec **spec, str
 
 /* The sandbox name, or NULL when unnamed. */
 const char *msb_spec_name(const struct msb_spec *spec);
+
+/*
+ * Give secret ENV's value directly (since 0.2).  The spec must bind ENV
+ * first (msb_spec_set(spec, "secret", "ENV@HOST[,HOST...]")).  The bytes
+ * (1 to 8192, no NUL) are copied into memory kept out of core dumps and
+ * forked children, and wiped by msb_spec_free; they are never part of
+ * msb_spec_to_json (its "source" says "value").  A value given here takes
+ * precedence over the host environment and the config file's [secrets];
+ * a --secret-file (option "secret-file") over it.  msb_create hands
+ * it to the sandbox's supervisor in a memfd: never argv, the environment
+ * or a file.  docs/secrets.md.
+ */
+int msb_spec_set_secret_value(struct msb_spec *spec, const char *env, const char *value, size_t len,
+			      struct msb_error *err);
+
+/* ---- sandboxes (since 0.2) --------------------------------------------- */
+
+/*
+ * These run the msb program, so an application that links libmsb never
+ * loads VM, image or network code into its own process: $MSB_PROGRAM if
+ * set, else msb in the install's bindir.  It inherits the caller's
+ * environment (MSB_HOME, MSB_CONFIG, ...).  On failure err holds msb's own
+ * one-line message.
+ */
+
+/*
+ * Create and boot the sandbox `spec` describes, as `msb create` does, and
+ * return once its agent answered.  The spec is validated first (if it was
+ * not yet).  *name (optional; free with msb_free) receives the sandbox's
+ * name, the spec's or a generated one.
+ */
+int msb_create(struct msb_spec *spec, char **name, struct msb_error *err);
+
+/*
+ * Run argv (NULL-terminated) in sandbox `name`, as `msb exec NAME --
+ * ARGV...`, with the given descriptors as its stdin, stdout and stderr
+ * (-1: /dev/null).  *status receives msb exec's exit status: the command's
+ * own, 128+N for a signal, 125 when msb failed (its message went to
+ * stderr_fd).  Returns 0 once the command ran, or a negative errno when msb
+ * could not be started.
+ */
+int msb_exec(const char *name, const char *const argv[], int stdin_fd, int stdout_fd, int stderr_fd,
+	     int *status, struct msb_error *err);
+
+/* Stop sandbox `name` (`msb stop`): its writable disk stays. */
+int msb_stop(const char *name, struct msb_error *err);
+
+/* Remove sandbox `name` and its state (`msb rm`; with force, stop it first). */
+int msb_rm(const char *name, int force, struct msb_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The secrets module's configuration (config.h).  Values are read here and
- * nowhere else: from the host environment variable the secret is named
- * after, or from its --secret-file (one trailing newline dropped).  They
+ * nowhere else: from the secret's --secret-file (one trailing newline
+ * dropped), else from the core (a value given directly, the host
+ * environment variable the secret is named after, the config file).  They
  * live in one buffer that secrets_conf_free wipes; the proxy copies them
  * into its own undumpable memory at start.
  */
@@ -140,8 +141,23 @@ static int load_options(struct secrets_conf *c, struct arena *a, secrets_opt_fn 
 	return 0;
 }
 
-int secrets_conf_load(struct secrets_conf *c, const char *spec_json, secrets_opt_fn opt, void *ctx,
-		      char *why, size_t wl)
+/* Without the core's help: the host environment only. */
+static int env_value(void *ctx, const char *env, char *buf, size_t cap, size_t *len)
+{
+	(void)ctx;
+	const char *v = getenv(env);
+	size_t l = v ? strlen(v) : 0;
+	if (!l)
+		return -ENOENT;
+	if (l > cap)
+		return -EFBIG;
+	memcpy(buf, v, l);
+	*len = l;
+	return 0;
+}
+
+int secrets_conf_load(struct secrets_conf *c, const char *spec_json, secrets_opt_fn opt,
+		      secrets_value_fn value, void *ctx, char *why, size_t wl)
 {
 	memset(c, 0, sizeof(*c));
 	struct arena *a = calloc(1, sizeof(*a));
@@ -218,23 +234,26 @@ int secrets_conf_load(struct secrets_conf *c, const char *spec_json, secrets_opt
 				goto fail;
 			}
 		} else {
-			const char *v = getenv(env);
-			len = v ? strlen(v) : 0;
-			if (!len) {
-				snprintf(why, wl,
-					 "secret %s: %s is not set in the environment of msb "
-					 "(export it, or use --secret-file %s=PATH)",
-					 env, env, env);
+			r = (value ? value : env_value)(ctx, env, at, PROXY_VALUE_MAX, &len);
+			if (r == -ENOENT || (r == 0 && !len)) {
+				snprintf(
+					why, wl,
+					"secret %s: no value: %s is not set in the environment of "
+					"msb, nor given directly or in the config file's [secrets] "
+					"(export it, or use --secret-file %s=PATH)",
+					env, env, env);
 				r = -ENOENT;
 				goto fail;
 			}
-			if (len > PROXY_VALUE_MAX) {
+			if (r == -EFBIG) {
 				snprintf(why, wl, "secret %s: its value is over %d bytes", env,
 					 PROXY_VALUE_MAX);
-				r = -EFBIG;
 				goto fail;
 			}
-			memcpy(at, v, len);
+			if (r < 0) {
+				snprintf(why, wl, "secret %s: its value: %s", env, strerror(-r));
+				goto fail;
+			}
 		}
 		c->secrets[i] = (struct proxy_secret){.env = env,
 						      .hosts = a->hosts[i],

@@ -42,12 +42,19 @@ struct secrets_conf {
 typedef const char *(*secrets_opt_fn)(void *ctx, const char *key);
 
 /*
- * Fill c from the spec JSON and the options; read every value (the env
- * variable named by the secret, or its file).  0, or -errno with one line
- * in why; nothing is kept on failure.
+ * A secret's value, for one without a --secret-file: copied into buf (at
+ * most cap bytes, not NUL-terminated).  0, -ENOENT (none), -EFBIG (over cap).
+ * The module's asks the core (msb_host.secret_value); NULL: getenv only.
  */
-int secrets_conf_load(struct secrets_conf *c, const char *spec_json, secrets_opt_fn opt, void *ctx,
-		      char *why, size_t why_len);
+typedef int (*secrets_value_fn)(void *ctx, const char *env, char *buf, size_t cap, size_t *len);
+
+/*
+ * Fill c from the spec JSON and the options; read every value (its file,
+ * else value(ctx, ...)).  0, or -errno with one line in why; nothing is kept
+ * on failure.
+ */
+int secrets_conf_load(struct secrets_conf *c, const char *spec_json, secrets_opt_fn opt,
+		      secrets_value_fn value, void *ctx, char *why, size_t why_len);
 /* Wipe the values and free everything. */
 void secrets_conf_free(struct secrets_conf *c);
 

@@ -70,6 +70,13 @@ static int proxy_thread(void *ctx, void *(*fn)(void *), void *arg, pthread_t *ti
 	return r;
 }
 
+/* ABI 1.2 cores keep the values given directly and the config's; ask them. */
+static int host_value(void *ctx, const char *env, char *buf, size_t cap, size_t *len)
+{
+	const struct msb_host *h = ctx;
+	return h->secret_value(h, env, buf, cap, len);
+}
+
 static int secrets_proxy_start(void *inst, const struct msb_proxy_config *cfg,
 			       struct msb_proxy_info *info, struct msb_error *err)
 {
@@ -79,7 +86,9 @@ static int secrets_proxy_start(void *inst, const struct msb_proxy_config *cfg,
 		return h->error_set(h, err, -EALREADY, "secrets: the proxy runs already");
 	char why[512], dir[4096];
 	struct secrets_conf conf;
-	int r = secrets_conf_load(&conf, h->spec_json(h), opt, (void *)h, why, sizeof(why));
+	int r = secrets_conf_load(&conf, h->spec_json(h), opt,
+				  MSB_HOST_HAS(h, secret_value) ? host_value : NULL, (void *)h, why,
+				  sizeof(why));
 	if (r < 0)
 		return h->error_set(h, err, r, "%s", why);
 	/* The CA and its key (0600) live in the sandbox's private state directory. */

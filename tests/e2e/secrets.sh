@@ -117,6 +117,20 @@ else
 		"seen " "$g $leaks"
 	check "secrets: the supervisor's environment lost the value" "0" "$supenv"
 	"$msb" rm -f sec1 >/dev/null 2>&1
+	# The C SDK, with TEST_TOKEN unset here: msb_spec_set_secret_value gives
+	# the value directly (read from stdin, never argv or the environment),
+	# msb_create hands it to the supervisor in a memfd, msb_exec runs the
+	# probe, msb_rm removes the sandbox.
+	# shellcheck disable=SC2016 # expanded in the guest
+	probe='echo "env $TEST_TOKEN"; r=$(curl -s -m 10 -w " %{http_code}" -H "Authorization: Bearer $TEST_TOKEN" https://api.secret.test/ 2>&1 | tr -d "\n"); echo "$r"'
+	out=$( (unset TEST_TOKEN; printf '%s' "$secrets_value" |
+		MSB_PROGRAM="$msb_bin" MSB_CONFIG="$d/msb.conf" timeout "$msb_limit" \
+			"$build/tests/msb-sdk-secret" image=localhost/e2e/python:1 name=sec2 \
+			dns-nameserver=198.51.100.54 secret=TEST_TOKEN@api.secret.test value=TEST_TOKEN \
+			-- sh -c "$probe") 2>&1 | tr '\n' '|')
+	check "secrets: the C SDK gives the value directly; the guest sees the placeholder, its host the value" \
+		"created sec2|env \$MSB_TEST_TOKEN|value 200|status 0|" "$out"
+	check "secrets: msb_rm left nothing of the SDK's sandbox" "" "$(ls "$MSB_HOME/sandboxes" | grep -x sec2)"
 	out=$(unset TEST_TOKEN; "$msb" run --secret TEST_TOKEN@api.secret.test --rootfs "$root" -- true 2>&1)
 	check "secrets: an unset value is one line, nothing started" "1" "$(printf '%s\n' "$out" | grep -c 'TEST_TOKEN is not set')"
 	unset TEST_TOKEN

@@ -288,7 +288,7 @@ class Cli(unittest.TestCase):
             self.assertIn(flag, r.stdout)
         r = run("version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.1\)$")
+        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.2\)$")
         self.assertEqual(run().returncode, 2)
 
     def test_plugins_lists_loaded_and_refused(self):
@@ -303,8 +303,8 @@ class Cli(unittest.TestCase):
                    ("secrets", "tls-intercept"), ("hypervisor", "fx-good")]:
             self.assertIn(kn, names)
         expect = {
-            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.1"],
-            "fx-newer-minor.so": ["fx-minor", "ABI 1.4", "ABI 1.1"],
+            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.2"],
+            "fx-newer-minor.so": ["fx-minor", "ABI 1.5", "ABI 1.2"],
             "fx-size-big.so": ["fx-big", "larger than"],
             "fx-size-small.so": ["fx-small", "too small"],
             "fx-garbage.so": ["not a loadable module"],

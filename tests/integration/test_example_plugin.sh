@@ -22,6 +22,12 @@ export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$root"
 # (pkg-config prefixes the sysroot to paths it prints.)
 [ "$(pkg-config --variable=pluginsdir msb-plugin)" = "$root$prefix/$libdir/msb/plugins" ] ||
 	fail "pluginsdir variable is wrong: $(pkg-config --variable=pluginsdir msb-plugin)"
+# The ABI version pkg-config states is the headers'.
+for part in MAJOR MINOR; do
+	h=$(awk -v k="MSB_PLUGIN_ABI_$part" '$1 == "#define" && $2 == k {print $3}' "$root$prefix/include/msb/msb-plugin.h")
+	p=$(pkg-config --variable="abi_$(echo "$part" | tr A-Z a-z)" msb-plugin)
+	[ -n "$h" ] && [ "$h" = "$p" ] || fail "msb-plugin.pc abi_$part '$p' differs from msb-plugin.h's '$h'"
+done
 # The default modules were installed where msb looks for them.
 for m in hv-kvm net storage secrets; do
 	[ -f "$root$prefix/$libdir/msb/plugins/$m.so" ] || fail "module $m.so not installed"

@@ -24,7 +24,9 @@
  * When the spec has secrets, the secrets module's proxy (plugins/secrets)
  * runs too, as a real sandbox gets it: inside the sandbox's namespace, with
  * the pin check of this network, and guest TLS steered to it.  Values come
- * from the environment or the secrets' files, as in msb; module options
+ * as in msb: a secret's file, else values given directly (read, as
+ * msb-supervisor reads them, from the fd MSB_TEST_VALUES_FD names), the
+ * environment, the config file's [secrets] (MSB_CONFIG); module options
  * from MSB_SECRETS_<KEY> (PORTS, BYPASS, SUBSTITUTE, CA_FILE), its CA from
  * MSB_SECRETS_CA_DIR and its violation mode from the spec.
  * EOF tears everything down and exits 0.  Errors: one line, exit 1.
@@ -43,6 +45,8 @@
 #include <nftables/libnftables.h>
 
 #include "config.h"
+#include "../../core/config.h" /* msb's config file (core) */
+#include "secretval.h"
 #include "net.h"
 #include "proxy.h"
 
@@ -148,11 +152,36 @@ static void secrets_log(void *ctx, int level, const char *line)
 	fprintf(stderr, "secrets[%d]: %s\n", level, line);
 }
 
+/* As msb's core answers the module: the vault, the environment, the config file. */
+static int secrets_value(void *ctx, const char *env, char *buf, size_t cap, size_t *len)
+{
+	(void)ctx;
+	const char *v;
+	size_t vl;
+	if (msb_secret_lookup(env, &v, &vl) < 0)
+		return -ENOENT;
+	if (vl > cap)
+		return -EFBIG;
+	memcpy(buf, v, vl);
+	*len = vl;
+	return 0;
+}
+
 /* The secrets proxy and its steering, when the spec has secrets. */
 static int secrets_up(struct snet *sn, const char *spec, struct proxy **out, char *why, size_t wl)
 {
 	struct secrets_conf conf;
-	int r = secrets_conf_load(&conf, spec, secrets_opt, NULL, why, wl);
+	/* Values given directly, as msb-supervisor takes them: MSB_TEST_VALUES_FD. */
+	const char *vfd = getenv("MSB_TEST_VALUES_FD");
+	struct msb_error err = MSB_ERROR_INIT;
+	if ((vfd && msb_secret_vault_read_fd(atoi(vfd), &err) < 0) || msb_config_load(&err) < 0) {
+		snprintf(why, wl, "%s", err.msg);
+		return err.code;
+	}
+	int r = secrets_conf_load(&conf, spec, secrets_opt, secrets_value, NULL, why, wl);
+	/* The proxy holds its own copies now, as in msb. */
+	msb_secret_vault_wipe();
+	msb_config_forget_secrets();
 	if (r < 0 || !conf.nsecrets) {
 		if (r == 0)
 			secrets_conf_free(&conf);

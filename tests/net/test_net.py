@@ -234,7 +234,7 @@ class Sandbox:
     """One sandbox network from msb-netharness, with a guest namespace."""
     count = 0
 
-    def __init__(self, network, rundir, pool=None, extra=None):
+    def __init__(self, network, rundir, pool=None, extra=None, pass_fds=()):
         Sandbox.count += 1
         self.ns = 'guest%d' % Sandbox.count
         sh('ip', 'netns', 'add', self.ns)
@@ -246,7 +246,8 @@ class Sandbox:
             env['MSB_NET_POOL'] = pool
         self.p = subprocess.Popen([HARNESS, rundir, self.spec.name, '/run/netns/' + self.ns],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env)
+                                  stderr=subprocess.PIPE, text=True, env=env,
+                                  pass_fds=pass_fds)
         line = self.p.stdout.readline().split()
         if not line or line[0] != 'ready':
             self.p.wait()

@@ -228,7 +228,7 @@ class SecretsTest(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def sandbox(self, hosts=('api.example.com',), network=None, on_violation='block',
-                secrets=None, env=None):
+                secrets=None, env=None, pass_fds=()):
         cadir = tempfile.mkdtemp(dir=self.tmp)
         os.environ['MSB_SECRETS_CA_DIR'] = cadir
         for k in ('MSB_SECRETS_SUBSTITUTE', 'MSB_SECRETS_BYPASS', 'MSB_SECRETS_PORTS'):
@@ -239,7 +239,7 @@ class SecretsTest(unittest.TestCase):
         sb = Sandbox(network or policy('deny', rule('allow', 'dns'),
                                        rule('allow', 'group', 'tcp', [443, 443], group='public'),
                                        rule('allow', 'group', 'tcp', [80, 80], group='public')),
-                     self.rundir, extra=extra)
+                     self.rundir, extra=extra, pass_fds=pass_fds)
         self.addCleanup(sb.close)
         port, sb.ca = sb.cmd('secrets').split()
         return sb
@@ -284,6 +284,43 @@ class SecretsTest(unittest.TestCase):
         got = self.run_client(sb, API, 'api.example.com',
                               [req(headers=[('X-Key', '$MSB_FILE_TOKEN')], close=True)])
         self.assertIn('X-Key: from-a-file-0123', self.headers_seen(got[0]))
+
+    def test_values_given_directly_and_from_the_config(self):
+        # As msb-supervisor takes them: NAME=VALUE entries, NUL-ended, on an
+        # fd (the SDK's, --secret-values-fd); and the config file's [secrets].
+        conf = os.path.join(self.tmp, 'msb.conf')
+        with open(conf, 'w') as f:
+            f.write('[secrets]\nCONF_TOKEN = from-the-config-77\n')
+        os.chmod(conf, 0o600)
+        r, w = os.pipe()
+        os.write(w, b'DIRECT_TOKEN=given-directly-42\0')
+        os.close(w)
+        self.addCleanup(lambda: [os.environ.pop(k, None)
+                                 for k in ('MSB_CONFIG', 'MSB_TEST_VALUES_FD')])
+        try:
+            sb = self.sandbox(secrets=[{'env': 'DIRECT_TOKEN', 'hosts': ['api.example.com']},
+                                       {'env': 'CONF_TOKEN', 'hosts': ['api.example.com']}],
+                              env={'MSB_CONFIG': conf, 'MSB_TEST_VALUES_FD': str(r)},
+                              pass_fds=(r,))
+        finally:
+            os.close(r)
+            os.environ.pop('MSB_TEST_VALUES_FD', None)
+        sb.resolve('api.example.com')
+        got = self.run_client(sb, API, 'api.example.com',
+                              [req(headers=[('X-A', '$MSB_DIRECT_TOKEN'),
+                                            ('X-B', '$MSB_CONF_TOKEN')], close=True)])
+        seen = self.headers_seen(got[0])
+        self.assertIn('X-A: given-directly-42', seen)
+        self.assertIn('X-B: from-the-config-77', seen)
+        # The harness, as msb, wiped its own copies once the proxy had them.
+        with open('/proc/%d/smaps' % sb.p.pid) as f:
+            flags = [l.split()[1:] for l in f if l.startswith('VmFlags:')]
+        self.assertEqual(len([v for v in flags if 'wf' in v]), 1, flags)
+        # A config file others can read is refused, naming the fix.
+        os.chmod(conf, 0o644)
+        with self.assertRaisesRegex(RuntimeError, 'chmod 600'):
+            self.sandbox(secrets=[{'env': 'CONF_TOKEN', 'hosts': ['api.example.com']}],
+                         env={'MSB_CONFIG': conf})
 
     def test_values_live_in_memory_kept_out_of_core_dumps(self):
         # The proxy's values sit in one mapping marked MADV_WIPEONFORK ("wf" in

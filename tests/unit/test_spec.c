@@ -12,6 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "secretval.h"
 #include "spec.h"
 
 static struct msb_spec *spec_of(const char *const *kv)
@@ -321,6 +327,185 @@ static void test_secret_value_never_in_spec(void **state)
 	unsetenv("MSB_TEST_API_KEY");
 }
 
+/* The SDK's msb_spec_set_secret_value: the value is held, never serialized. */
+static void test_secret_value_given_directly(void **state)
+{
+	(void)state;
+	unsetenv("MSB_TEST_DIRECT");
+	static const char *const kv[] = {"image", "python", "secret",
+					 "MSB_TEST_DIRECT@api.example.com", NULL};
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	/* Bound first; bounded; no NUL; never echoed. */
+	assert_int_equal(msb_spec_set_secret_value(s, "OTHER", "v", 1, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no secret of that name is bound"));
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", "", 0, &err), -EINVAL);
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", "a\0b", 3, &err), -EINVAL);
+	static char big[MSB_SECRET_VALUE_MAX + 1];
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", big, sizeof(big), &err),
+			 -EFBIG);
+	assert_null(strstr(err.msg, "xxxx"));
+	assert_int_equal(
+		msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", big, MSB_SECRET_VALUE_MAX, &err),
+		0);
+	const char *v = "sk-direct-value-42";
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", v, strlen(v), &err), 0);
+	/* Valid without the environment; the JSON says where, never what. */
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->secrets[0].source, MSB_SECRET_FROM_VALUE);
+	assert_int_equal(s->secrets[0].value_len, strlen(v));
+	assert_memory_equal(s->secrets[0].value, v, strlen(v));
+	char *json = msb_spec_to_json(s, 0);
+	assert_non_null(json);
+	assert_null(strstr(json, v));
+	assert_non_null(strstr(json, "\"source\":\"value\""));
+	msb_free(json);
+	/* After validation nothing changes. */
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_DIRECT", "x", 1, &err), -EBUSY);
+	msb_spec_free(s);
+	/* Without a value anywhere: one line naming every way to give one. */
+	s = spec_of(kv);
+	assert_int_equal(msb_spec_validate(s, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "given directly"));
+	msb_spec_free(s);
+}
+
+/* Where a value comes from: --secret-file, given directly, environment, config. */
+static void test_secret_sources_in_order(void **state)
+{
+	(void)state;
+	struct msb_error err = MSB_ERROR_INIT;
+	static const char conf[] = "[secrets]\nMSB_TEST_SRC = from-config\n";
+	assert_int_equal(msb_config_parse(conf, strlen(conf), "test", &err), 0);
+	unsetenv("MSB_TEST_SRC");
+	const char *v;
+	size_t len;
+	assert_int_equal(msb_secret_lookup("MSB_TEST_SRC", &v, &len), MSB_SECRET_FROM_CONFIG);
+	assert_int_equal(len, strlen("from-config"));
+	setenv("MSB_TEST_SRC", "from-env", 1);
+	assert_int_equal(msb_secret_lookup("MSB_TEST_SRC", &v, &len), MSB_SECRET_FROM_ENV);
+	assert_memory_equal(v, "from-env", len);
+	assert_int_equal(msb_secret_vault_add("MSB_TEST_SRC", "from-vault", 10, &err), 0);
+	assert_int_equal(msb_secret_lookup("MSB_TEST_SRC", &v, &len), MSB_SECRET_FROM_VALUE);
+	assert_memory_equal(v, "from-vault", len);
+	static const char *const kv[] = {"image", "python", "secret", "MSB_TEST_SRC@a.example.com",
+					 NULL};
+	struct msb_spec *s = spec_of(kv);
+	assert_int_equal(msb_spec_validate(s, &err), 0);
+	assert_int_equal(s->secrets[0].source, MSB_SECRET_FROM_VALUE);
+	msb_spec_free(s);
+	/* Wiped: the vault is gone, the config's value is no more. */
+	msb_secret_vault_wipe();
+	msb_config_forget_secrets();
+	unsetenv("MSB_TEST_SRC");
+	assert_int_equal(msb_secret_lookup("MSB_TEST_SRC", &v, &len), -ENOENT);
+	/* A bad [secrets] line names the key, never the value. */
+	static const char bad[] = "[secrets]\n1BAD = hunter2\n";
+	assert_int_equal(msb_config_parse(bad, strlen(bad), "c", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "c:2: [secrets] 1BAD"));
+	assert_null(strstr(err.msg, "hunter2"));
+	msb_config_reset();
+}
+
+static int memfd_of(const char *data, size_t len)
+{
+	int fd = memfd_create("t", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return fd;
+}
+
+/* The fd msb-supervisor reads values from: NUL-ended NAME=VALUE, bounded. */
+static void test_secret_values_fd(void **state)
+{
+	(void)state;
+	struct msb_error err = MSB_ERROR_INIT;
+	const char *names[] = {"A_KEY", "B"}, *values[] = {"alpha", "b=c"};
+	size_t lens[] = {5, 3};
+	int fd = msb_secret_values_memfd(names, values, lens, 2, 0, &err);
+	assert_true(fd >= 0);
+	assert_int_equal(msb_secret_vault_read_fd(fd, &err), 0);
+	close(fd);
+	size_t len;
+	const char *v = msb_secret_vault_get("B", &len);
+	assert_non_null(v);
+	assert_int_equal(len, 3);
+	assert_memory_equal(v, "b=c", 3);
+	msb_secret_vault_wipe();
+	assert_null(msb_secret_vault_get("B", &len));
+	static const struct {
+		const char *data;
+		size_t len;
+		const char *msg;
+	} bad[] = {
+		{"A=1", 3, "not ended by a NUL"},
+		{"A1\0", 3, "has no '='"},
+		{"A=\0", 3, "it is empty"},
+		{"=x\0", 3, "not an environment variable name"},
+		{"1A=x\0", 5, "not an environment variable name"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		fd = memfd_of(bad[i].data, bad[i].len);
+		assert_true(msb_secret_vault_read_fd(fd, &err) < 0);
+		if (!strstr(err.msg, bad[i].msg))
+			fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].msg);
+		close(fd);
+		msb_secret_vault_wipe();
+	}
+	/* Too long a value; too many entries. */
+	static char big[MSB_SECRET_VALUE_MAX + 8];
+	memcpy(big, "K=", 2);
+	memset(big + 2, 'v', MSB_SECRET_VALUE_MAX + 1);
+	big[MSB_SECRET_VALUE_MAX + 3] = '\0';
+	fd = memfd_of(big, MSB_SECRET_VALUE_MAX + 4);
+	assert_int_equal(msb_secret_vault_read_fd(fd, &err), -EFBIG);
+	assert_null(strstr(err.msg, "vvvv"));
+	close(fd);
+	char many[(MSB_SECRET_VALUES_MAX + 1) * 16];
+	size_t n = 0;
+	for (int i = 0; i <= MSB_SECRET_VALUES_MAX; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, "K%d=v", i) + 1;
+	fd = memfd_of(many, n);
+	assert_int_equal(msb_secret_vault_read_fd(fd, &err), -E2BIG);
+	close(fd);
+	msb_secret_vault_wipe();
+}
+
+/* A config file with [secrets] must be private (0600, the user's or root's). */
+static void test_config_secrets_private(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/msb-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	static const char text[] = "[secrets]\nK = v\n";
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	setenv("MSB_CONFIG", path, 1);
+	struct msb_error err = MSB_ERROR_INIT;
+	msb_config_reset();
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(msb_config_load(&err), -EPERM);
+	assert_non_null(strstr(err.msg, "chmod 600"));
+	assert_null(msb_config_get("secrets", "K"));
+	msb_config_reset();
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(msb_config_load(&err), 0);
+	assert_string_equal(msb_config_get("secrets", "K"), "v");
+	msb_config_reset();
+	/* Without [secrets], any mode is fine. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_int_equal(write(fd, "plugin_path = /x\n", 17), 17);
+	close(fd);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(msb_config_load(&err), 0);
+	msb_config_reset();
+	unsetenv("MSB_CONFIG");
+	unlink(path);
+}
+
 static void test_json_round_trip(void **state)
 {
 	(void)state;
@@ -461,6 +646,10 @@ int main(void)
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_volume_options),
 		cmocka_unit_test(test_secret_value_never_in_spec),
+		cmocka_unit_test(test_secret_value_given_directly),
+		cmocka_unit_test(test_secret_sources_in_order),
+		cmocka_unit_test(test_secret_values_fd),
+		cmocka_unit_test(test_config_secrets_private),
 		cmocka_unit_test(test_json_round_trip),
 		cmocka_unit_test(test_json_bad),
 		cmocka_unit_test(test_repeat_limits),
