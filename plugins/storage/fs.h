@@ -73,6 +73,13 @@ struct fsrv_handle {
 	uint64_t fh; /* 0: slot free */
 	int fd;
 	int dir, writable, locked, live;
+	/*
+	 * Who took the handle's locks (FUSE lock owner: one guest process's
+	 * file table), under fs->lock: a FLUSH drops them only when that
+	 * owner closes, or when more than one owner locked (owners_many).
+	 */
+	uint64_t lock_owner;
+	int owners_many;
 	uint32_t refs, gen, fnext;
 	struct fsrv_inode *inode; /* holds one ref for the handle's life */
 	pthread_mutex_t lock;	  /* directories: lseek + getdents as one step */

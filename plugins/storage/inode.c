@@ -307,6 +307,8 @@ int fsrv_handle_new(struct fsrv *fs, int fd, struct fsrv_inode *ino, int dir, in
 	h->dir = dir;
 	h->writable = writable;
 	h->locked = 0;
+	h->lock_owner = 0;
+	h->owners_many = 0;
 	h->live = 1;
 	h->refs = 0;
 	h->inode = ino;

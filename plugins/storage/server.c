@@ -828,10 +828,21 @@ static int op_flush(struct fsrv *fs, struct fsrv_req *r)
 	struct fsrv_handle *h = fsrv_handle_get(fs, in.fh);
 	if (!h)
 		return -EBADF;
-	/* A close drops the closer's POSIX locks; ours are per handle (OFD). */
+	/*
+	 * A close drops the closer's POSIX locks.  Ours are per handle (OFD),
+	 * so: the handle's locks go when the process that took them closes
+	 * any descriptor of it — not when another process that shares the
+	 * handle (a forked child closing what it inherited) does.
+	 */
 	if (__atomic_load_n(&h->locked, __ATOMIC_RELAXED)) {
+		pthread_mutex_lock(&fs->lock);
+		int mine = h->owners_many || h->lock_owner == in.lock_owner;
+		if (mine)
+			h->locked = h->owners_many = 0;
+		pthread_mutex_unlock(&fs->lock);
 		struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET};
-		(void)fcntl(h->fd, F_OFD_SETLK, &fl);
+		if (mine)
+			(void)fcntl(h->fd, F_OFD_SETLK, &fl);
 	}
 	fsrv_handle_put(fs, h);
 	return reply_empty(r);
@@ -1207,8 +1218,15 @@ static int do_lock(struct fsrv *fs, struct fsrv_req *r, int cmd)
 	while ((rc = fcntl(h->fd, cmd, &fl)) < 0 && errno == EINTR && cmd == F_OFD_SETLKW)
 		;
 	rc = rc < 0 ? -errno : 0;
-	if (rc == 0 && cmd != F_OFD_GETLK && fl.l_type != F_UNLCK)
+	if (rc == 0 && cmd != F_OFD_GETLK && fl.l_type != F_UNLCK) {
+		pthread_mutex_lock(&fs->lock);
+		if (!h->locked)
+			h->lock_owner = in.owner;
+		else if (h->lock_owner != in.owner)
+			h->owners_many = 1;
 		__atomic_store_n(&h->locked, 1, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&fs->lock);
+	}
 	fsrv_handle_put(fs, h);
 	if (rc < 0)
 		return rc;

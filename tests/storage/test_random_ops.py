@@ -19,6 +19,7 @@ import errno
 import os
 import random
 import stat
+import subprocess
 import sys
 import threading
 
@@ -694,6 +695,59 @@ class EdgeCases(fusetest.StorageTestCase):
                 ('mkdir', 'a', 0o755), ('mkdir', 'a/b', 0o755), ('rename', 'a', 'a/b/c'),
                 ('rename', 'a/b', 'a'), ('rmdir', 'a')]
         self.compare(seq)
+
+
+
+# A helper process: try to take a write lock on the whole file; print what happened.
+_TRY_LOCK = """
+import fcntl, sys
+f = open(sys.argv[1], 'r+')
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('locked')
+except OSError as e:
+    print('busy')
+"""
+
+
+class PosixLocks(fusetest.StorageTestCase):
+    """POSIX lock semantics through the kernel's FUSE client, the same as on
+    the native file system: a lock survives a forked child closing the
+    descriptor it inherited (the FLUSH then carries the child's lock owner),
+    and goes when its owner closes."""
+
+    def populate(self):
+        self.native = os.path.join(self.top, 'native')
+        os.mkdir(self.native)
+
+    def sequence(self, root):
+        import fcntl
+        path = os.path.join(root, 'db')
+        with open(path, 'w') as f:
+            f.write('x' * 100)
+        try_lock = lambda: subprocess.run([sys.executable, '-c', _TRY_LOCK, path],
+                                          capture_output=True, text=True,
+                                          timeout=30).stdout.strip()
+        out = []
+        fd = os.open(path, os.O_RDWR)
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        out.append(try_lock())
+        pid = os.fork()
+        if pid == 0:
+            os.close(fd)  # the child's close of what it inherited
+            os._exit(0)
+        os.waitpid(pid, 0)
+        out.append(try_lock())
+        dup = os.dup(fd)
+        os.close(dup)  # the owner's close of any descriptor drops its locks
+        out.append(try_lock())
+        os.close(fd)
+        return out
+
+    def test_lock_survives_a_childs_close(self):
+        native = self.sequence(self.native)
+        self.assertEqual(native, ['busy', 'busy', 'locked'])
+        self.assertEqual(self.sequence(self.mnt), native)
 
 
 del RandomOpsBase

@@ -669,8 +669,13 @@ static void test_operations(void **state)
 	struct fuse_lk_out lko;
 	memcpy(&lko, f.reply, sizeof(lko));
 	EXPECT_EQ(lko.lk.type, F_WRLCK);
-	/* FLUSH (a close) drops the first handle's locks. */
+	/* FLUSH from another owner (a forked child closing the descriptor it
+	 * inherited) keeps them; the owner's own close drops them. */
 	fl.fh = nfh;
+	fl.lock_owner = 9;
+	EXPECT_EQ(call(&f, FUSE_FLUSH, e.nodeid, &fl, sizeof(fl), NULL, 0), 0);
+	EXPECT_EQ(call(&f, FUSE_SETLK, e.nodeid, &lk, sizeof(lk), NULL, 0), -EAGAIN);
+	fl.lock_owner = 0;
 	EXPECT_EQ(call(&f, FUSE_FLUSH, e.nodeid, &fl, sizeof(fl), NULL, 0), 0);
 	EXPECT_EQ(call(&f, FUSE_SETLK, e.nodeid, &lk, sizeof(lk), NULL, 0), 0);
 	lk.lk.end = 0;
