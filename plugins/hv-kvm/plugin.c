@@ -191,12 +191,19 @@ static int kvm_start(void *inst, struct msb_error *err)
 	if (!k->configured || k->started)
 		return h->error_set(h, err, -EINVAL, "start needs a configured, unstarted VM");
 	size_t len = (size_t)snprintf(k->vm.cmdline, sizeof(k->vm.cmdline), "%s", base_cmdline);
-	/* MSB_GUEST_DEBUG=1: the guest kernel's boot messages on the console log. */
+	/*
+	 * MSB_GUEST_DEBUG=1: the guest kernel's boot messages on the console
+	 * log; =2: each initcall's time in the guest's kernel log (dmesg), the
+	 * console left quiet so the timing is not the console's.
+	 */
 	const char *dbg = getenv("MSB_GUEST_DEBUG");
 	if (dbg && !strcmp(dbg, "1") && len < sizeof(k->vm.cmdline))
 		len += (size_t)snprintf(
 			k->vm.cmdline + len, sizeof(k->vm.cmdline) - len,
 			" loglevel=8 earlyprintk=serial,ttyS0,115200 ignore_loglevel");
+	else if (dbg && !strcmp(dbg, "2") && len < sizeof(k->vm.cmdline))
+		len += (size_t)snprintf(k->vm.cmdline + len, sizeof(k->vm.cmdline) - len,
+					" initcall_debug printk.time=1 log_buf_len=1M");
 	for (unsigned i = 0; i < k->vm.nvdevs && len < sizeof(k->vm.cmdline); i++)
 		len += (size_t)vdev_cmdline(k->vm.vdevs[i], k->vm.cmdline + len,
 					    sizeof(k->vm.cmdline) - len);
