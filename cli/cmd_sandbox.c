@@ -572,9 +572,10 @@ static int sandbox_main(int is_run, const char *cmdname, int argc, char **argv)
 	if (msb_volumes_resolve(NULL, a.spec, &err) < 0)
 		die_input(&err);
 	struct msb_registry reg = {0};
-	cli_load_registry(&reg, 1);
+	cli_open_registry(&reg);
 	const struct msb_module *mods[MSB_SLOT_COUNT] = {0};
-	int r = cli_check_modules(&reg, a.spec, mods, &err);
+	int r = cli_check_modules(&reg, a.spec, a.dry_run, mods, &err);
+	cli_warn_refused(&reg);
 	if (r < 0)
 		die(r == -EINVAL ? EXIT_USAGE : 1, "%s", err.msg);
 	if (a.dry_run) {

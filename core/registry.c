@@ -386,7 +386,12 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int scan_dir(struct msb_registry *reg, const char *dir, struct msb_error *err)
+/*
+ * Load or refuse every *.so in dir, in name order.  With `want`, stop at the
+ * first file that loads as a module of that kind and name (*found = 1).
+ */
+static int scan_dir(struct msb_registry *reg, const char *dir, uint32_t kind, const char *want,
+		    int *found, struct msb_error *err)
 {
 	DIR *d = opendir(dir);
 	if (!d)
@@ -413,12 +418,14 @@ static int scan_dir(struct msb_registry *reg, const char *dir, struct msb_error 
 	if (r == 0 && n)
 		qsort(names, n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < n; i++) {
-		if (r == 0) {
+		if (r == 0 && !(want && *found)) {
 			char path[PATH_MAX];
 			int pl = snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 			struct stat st;
 			if (pl < (int)sizeof(path) && stat(path, &st) == 0 && S_ISREG(st.st_mode))
 				r = msb_registry_load_file(reg, path, err);
+			if (r == 0 && want && msb_registry_find(reg, kind, want))
+				*found = 1;
 		}
 		free(names[i]);
 	}
@@ -429,7 +436,19 @@ static int scan_dir(struct msb_registry *reg, const char *dir, struct msb_error 
 int msb_registry_scan(struct msb_registry *reg, struct msb_error *err)
 {
 	for (size_t i = 0; i < reg->nsearch; i++) {
-		int r = scan_dir(reg, reg->search_path[i], err);
+		int r = scan_dir(reg, reg->search_path[i], 0, NULL, NULL, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int msb_registry_resolve(struct msb_registry *reg, uint32_t kind, const char *name,
+			 struct msb_error *err)
+{
+	int found = msb_registry_find(reg, kind, name) != NULL;
+	for (size_t i = 0; !found && i < reg->nsearch; i++) {
+		int r = scan_dir(reg, reg->search_path[i], kind, name, &found, err);
 		if (r < 0)
 			return r;
 	}

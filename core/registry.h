@@ -43,6 +43,16 @@ int msb_registry_default_path(struct msb_registry *reg, const char *build_root,
 int msb_registry_add_dir(struct msb_registry *reg, const char *dir, struct msb_error *err);
 /* Scan every directory on the path and load or refuse each *.so found. */
 int msb_registry_scan(struct msb_registry *reg, struct msb_error *err);
+/*
+ * Load files on the path in scan order only until a module of this kind and
+ * name is recorded: the one a full scan would pick (the first found wins),
+ * without mapping the files after it.  Files already recorded are not loaded
+ * again.  0 whether or not it was found (msb_registry_find tells); negative
+ * errno on a failure to read.  A load moves the records: take pointers
+ * (msb_registry_find) after the last resolve.
+ */
+int msb_registry_resolve(struct msb_registry *reg, uint32_t kind, const char *name,
+			 struct msb_error *err);
 /* Load or refuse one file (records it in reg). */
 int msb_registry_load_file(struct msb_registry *reg, const char *path, struct msb_error *err);
 /* A loaded module of this kind and name, or NULL. */

@@ -711,9 +711,31 @@ int msb_sandbox_load(const char *home, const char *name, const char *build_root,
 	if (r == 0)
 		r = msb_spec_from_json(json, jlen, &l->spec, err);
 	free(json);
-	if (r == 0 && (r = msb_config_load(err)) == 0 &&
-	    (r = msb_registry_default_path(&l->reg, build_root, err)) == 0)
-		r = msb_registry_scan(&l->reg, err);
+	/*
+	 * Only the modules this sandbox uses are mapped (the VM's process loads
+	 * no network or TLS library it does not need), each found as a full
+	 * scan would find it.
+	 */
+	if (r == 0 && (r = msb_config_load(err)) == 0)
+		r = msb_registry_default_path(&l->reg, build_root, err);
+	const struct msb_spec *sp = l->spec;
+	const int need[MSB_SLOT_COUNT] = {
+		[MSB_SLOT_HV] = 1,
+		[MSB_SLOT_STORAGE] = r == 0 && sp->nvolumes,
+		[MSB_SLOT_NET] = r == 0 && !sp->no_net,
+		[MSB_SLOT_SECRETS] = r == 0 && sp->nsecrets,
+	};
+	static const uint32_t kinds[MSB_SLOT_COUNT] = {
+		[MSB_SLOT_HV] = MSB_PLUGIN_HV,
+		[MSB_SLOT_STORAGE] = MSB_PLUGIN_STORAGE,
+		[MSB_SLOT_NET] = MSB_PLUGIN_NET,
+		[MSB_SLOT_SECRETS] = MSB_PLUGIN_SECRETS,
+	};
+	for (int slot = 0; r == 0 && slot < MSB_SLOT_COUNT; slot++)
+		if (need[slot])
+			r = msb_registry_resolve(&l->reg, kinds[slot], msb_spec_module(sp, slot),
+						 err);
+	/* Pointers last: a later load may have moved the records. */
 	if (r == 0 && !(l->hv = msb_registry_find(&l->reg, MSB_PLUGIN_HV,
 						  msb_spec_module(l->spec, MSB_SLOT_HV))))
 		r = msb_error_set(err, -ENOENT, "hypervisor module '%s' not found",

@@ -378,8 +378,10 @@ class Bench:
         self.image = None
 
     def msb_argv(self, cmd):
-        return [self.a.msb, "run", "--rootfs", self.a.rootfs, "--cpus", "1", "--memory",
-                self.a.memory, "--"] + cmd
+        # --no-net: the peer has no network device either (the same devices
+        # on both sides: two virtio-blk, the agent's console, virtio-rng).
+        return [self.a.msb, "run", "--no-net", "--rootfs", self.a.rootfs, "--cpus", "1",
+                "--memory", self.a.memory, "--"] + cmd
 
     def poll_exits(self, proc, stop):
         """Without hist triggers: the last exits count of proc's VM seen

@@ -117,6 +117,37 @@ static void test_scan_and_duplicates(void **state)
 	msb_registry_free(&reg);
 }
 
+/* A resolve loads files in scan order only until the module is found. */
+static void test_resolve_loads_only_what_it_needs(void **state)
+{
+	(void)state;
+	struct msb_registry full = {0}, lazy = {0};
+	struct msb_error err = MSB_ERROR_INIT;
+	assert_int_equal(msb_registry_add_dir(&full, FIXTURE_DIR, &err), 0);
+	assert_int_equal(msb_registry_add_dir(&lazy, FIXTURE_DIR, &err), 0);
+	assert_int_equal(msb_registry_scan(&full, &err), 0);
+	assert_int_equal(msb_registry_resolve(&lazy, MSB_PLUGIN_HV, "fx-good", &err), 0);
+	const struct msb_module *a = msb_registry_find(&full, MSB_PLUGIN_HV, "fx-good");
+	const struct msb_module *b = msb_registry_find(&lazy, MSB_PLUGIN_HV, "fx-good");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_string_equal(a->file, b->file); /* the one a full scan picks */
+	/* Files after it (fx-garbage ... fx-zz-duplicate) were never opened. */
+	assert_true(lazy.count < full.count);
+	for (size_t i = 0; i < lazy.count; i++)
+		assert_null(strstr(lazy.modules[i].file, "fx-zz-duplicate.so"));
+	/* Found already: nothing more is loaded. */
+	size_t before = lazy.count;
+	assert_int_equal(msb_registry_resolve(&lazy, MSB_PLUGIN_HV, "fx-good", &err), 0);
+	assert_int_equal(lazy.count, before);
+	/* Not there: every file is tried, none twice, and it is no error. */
+	assert_int_equal(msb_registry_resolve(&lazy, MSB_PLUGIN_NET, "nope", &err), 0);
+	assert_null(msb_registry_find(&lazy, MSB_PLUGIN_NET, "nope"));
+	assert_int_equal(lazy.count, full.count);
+	msb_registry_free(&full);
+	msb_registry_free(&lazy);
+}
+
 static void test_missing_dir_is_not_an_error(void **state)
 {
 	(void)state;
@@ -211,6 +242,7 @@ int main(void)
 		cmocka_unit_test(test_good_loads),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_scan_and_duplicates),
+		cmocka_unit_test(test_resolve_loads_only_what_it_needs),
 		cmocka_unit_test(test_missing_dir_is_not_an_error),
 		cmocka_unit_test(test_plugin_path_env),
 		cmocka_unit_test(test_instance_lifecycle),
