@@ -114,10 +114,21 @@ static void apply(struct msb_spec *spec, const char *name, const char *value)
 		die_input(&err);
 }
 
+/* The value of option argv[*i] (its name l bytes long): after '=', else the next argument. */
+static const char *option_value(int argc, char **argv, int *i, size_t l, const char *expected)
+{
+	const char *arg = argv[*i];
+	if (arg[l] == '=')
+		return arg + l + 1;
+	if (*i + 1 < argc)
+		return argv[++*i];
+	die(EXIT_USAGE, "%.*s needs a value (expected %s)", (int)l, arg, expected);
+}
+
 /* --pull, --ca-certs, --insecure, -q: how to get the image.  1 if argv[*i] was one. */
 static int pull_option(struct sandbox_args *a, int argc, char **argv, int *i)
 {
-	const char *arg = argv[*i], *v = NULL;
+	const char *arg = argv[*i];
 	size_t l = strcspn(arg, "=");
 	if (!strcmp(arg, "--insecure")) {
 		a->pull.insecure = 1;
@@ -131,13 +142,9 @@ static int pull_option(struct sandbox_args *a, int argc, char **argv, int *i)
 	int is_ca = l == 10 && !strncmp(arg, "--ca-certs", 10);
 	if (!is_pull && !is_ca)
 		return 0;
-	if (arg[l] == '=')
-		v = arg + l + 1;
-	else if (*i + 1 < argc)
-		v = argv[++*i];
-	else
-		die(EXIT_USAGE, "%.*s needs a value (expected %s)", (int)l, arg,
-		    is_pull ? "always, if-missing or never" : "a PEM file or a directory");
+	const char *v =
+		option_value(argc, argv, i, l,
+			     is_pull ? "always, if-missing or never" : "a PEM file or a directory");
 	if (is_ca) {
 		if (access(v, R_OK) != 0)
 			die(EXIT_USAGE, "--ca-certs '%s': %s (expected a PEM file or a directory)",
@@ -162,19 +169,15 @@ static int pull_option(struct sandbox_args *a, int argc, char **argv, int *i)
  */
 static int input_option(struct sandbox_args *a, int argc, char **argv, int *i)
 {
-	const char *arg = argv[*i], *v = NULL;
+	const char *arg = argv[*i];
 	size_t l = strcspn(arg, "=");
 	int is_spec = l == 6 && !strncmp(arg, "--spec", 6);
 	int is_vfd = l == 18 && !strncmp(arg, "--secret-values-fd", 18);
 	if (!is_spec && !is_vfd)
 		return 0;
-	if (arg[l] == '=')
-		v = arg + l + 1;
-	else if (*i + 1 < argc)
-		v = argv[++*i];
-	else
-		die(EXIT_USAGE, "%.*s needs a value (expected %s)", (int)l, arg,
-		    is_spec ? "a JSON spec file, or - for stdin" : "an open file descriptor");
+	const char *v = option_value(argc, argv, i, l,
+				     is_spec ? "a JSON spec file, or - for stdin"
+					     : "an open file descriptor");
 	if (is_spec) {
 		if (a->spec_path)
 			die(EXIT_USAGE, "--spec given twice (expected one spec)");
@@ -410,25 +413,10 @@ static void random_name(char *buf, size_t len)
  */
 static int values_memfd(const struct msb_spec *spec, int keep_open, const char *cmdname)
 {
-	const char *names[MSB_SECRET_VALUES_MAX], *values[MSB_SECRET_VALUES_MAX];
-	size_t lens[MSB_SECRET_VALUES_MAX], n = 0;
-	for (size_t i = 0; i < spec->nsecrets && n < MSB_SECRET_VALUES_MAX; i++) {
-		const struct msb_secret *sec = &spec->secrets[i];
-		if (sec->source != MSB_SECRET_FROM_VALUE)
-			continue;
-		names[n] = sec->env;
-		if (sec->value) {
-			values[n] = sec->value;
-			lens[n] = sec->value_len;
-		} else if (!(values[n] = msb_secret_vault_get(sec->env, &lens[n]))) {
-			continue;
-		}
-		n++;
-	}
-	if (!n)
-		return -1;
 	struct msb_error err = MSB_ERROR_INIT;
-	int fd = msb_secret_values_memfd(names, values, lens, n, keep_open, &err);
+	int fd = msb_spec_values_memfd(spec, keep_open, &err);
+	if (fd == -ENOENT)
+		return -1;
 	if (fd < 0)
 		die(1, "%s: %s (nothing was created)", cmdname, err.msg);
 	return fd;

@@ -728,6 +728,26 @@ int msb_spec_set_secret_value(struct msb_spec *s, const char *env, const char *v
 	return 0;
 }
 
+int msb_spec_values_memfd(const struct msb_spec *s, int keep_open, struct msb_error *err)
+{
+	const char *names[MSB_SECRET_VALUES_MAX], *values[MSB_SECRET_VALUES_MAX];
+	size_t lens[MSB_SECRET_VALUES_MAX], n = 0;
+	for (size_t i = 0; i < s->nsecrets && n < MSB_SECRET_VALUES_MAX; i++) {
+		const struct msb_secret *sec = &s->secrets[i];
+		if (sec->source != MSB_SECRET_FROM_VALUE)
+			continue;
+		names[n] = sec->env;
+		if (sec->value) {
+			values[n] = sec->value;
+			lens[n] = sec->value_len;
+		} else if (!(values[n] = msb_secret_vault_get(sec->env, &lens[n]))) {
+			continue;
+		}
+		n++;
+	}
+	return n ? msb_secret_values_memfd(names, values, lens, n, keep_open, err) : -ENOENT;
+}
+
 static int opt_env(struct msb_spec *s, const char *v, struct msb_error *err)
 {
 	const char *eq = strchr(v, '=');

@@ -136,4 +136,11 @@ int msb_spec_set_command(struct msb_spec *spec, char *const *argv, size_t argc,
 /* True when name is a valid sandbox name. */
 int msb_name_valid(const char *name);
 
+/*
+ * The values given directly for a validated spec's secrets (source
+ * "value": the spec's own, else this process's vault), in a memfd
+ * (msb_secret_values_memfd); -ENOENT when there are none.
+ */
+int msb_spec_values_memfd(const struct msb_spec *spec, int keep_open, struct msb_error *err);
+
 #endif

@@ -18,7 +18,6 @@
 
 #include <msb/msb.h>
 
-#include "secretval.h"
 #include "spec.h"
 
 #define OUT_MAX 4096 /* what is kept of msb's stdout and stderr */
@@ -166,20 +165,13 @@ int msb_create(struct msb_spec *spec, char **name, struct msb_error *err)
 	if (in < 0)
 		return msb_error_set(err, in, "memfd: %s", strerror(-in));
 	/* The values given directly: on fd 3, never in argv or the environment. */
-	const char *names[MSB_SECRET_VALUES_MAX], *values[MSB_SECRET_VALUES_MAX];
-	size_t lens[MSB_SECRET_VALUES_MAX], n = 0;
-	for (size_t i = 0; i < spec->nsecrets && n < MSB_SECRET_VALUES_MAX; i++)
-		if (spec->secrets[i].value && !spec->secrets[i].file) {
-			names[n] = spec->secrets[i].env;
-			values[n] = spec->secrets[i].value;
-			lens[n++] = spec->secrets[i].value_len;
-		}
-	int vfd = -1;
-	if (n && (vfd = msb_secret_values_memfd(names, values, lens, n, 0, err)) < 0) {
+	int vfd = msb_spec_values_memfd(spec, 0, err);
+	if (vfd < 0 && vfd != -ENOENT) {
 		close(in);
 		return vfd;
 	}
-	char *argv[] = {"msb", "create", "--spec", "-", n ? "--secret-values-fd" : NULL, "3", NULL};
+	char *argv[] = {"msb", "create", "--spec", "-", vfd >= 0 ? "--secret-values-fd" : NULL,
+			"3",   NULL};
 	char out[OUT_MAX];
 	r = run_captured(argv, in, vfd, out, err);
 	close(in);
