@@ -327,6 +327,49 @@ static void test_secret_value_never_in_spec(void **state)
 	unsetenv("MSB_TEST_API_KEY");
 }
 
+/* The VmFlags line of the mapping holding p (from /proc/self/smaps), or "". */
+static void vmflags_of(const void *p, char *out, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	assert_non_null(f);
+	char line[512];
+	int in = 0;
+	out[0] = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && !strncmp(line, "VmFlags:", 8))
+			snprintf(out, len, "%s", line);
+	}
+	fclose(f);
+}
+
+/* Values given directly live in memory out of core dumps (dd) and forks (wf). */
+static void test_secret_value_memory_is_guarded(void **state)
+{
+	(void)state;
+	static const char *const kv[] = {"image", "python", "secret", "MSB_TEST_G@a.example.com",
+					 NULL};
+	struct msb_spec *s = spec_of(kv);
+	struct msb_error err = MSB_ERROR_INIT;
+	assert_int_equal(msb_spec_set_secret_value(s, "MSB_TEST_G", "v1", 2, &err), 0);
+	char flags[512];
+	vmflags_of(s->secrets[0].value, flags, sizeof(flags));
+	if (!strstr(flags, " dd") || !strstr(flags, " wf"))
+		fail_msg("the spec's value mapping: '%s'", flags);
+	msb_spec_free(s);
+	assert_int_equal(msb_secret_vault_add("MSB_TEST_G", "v2", 2, &err), 0);
+	size_t len;
+	const char *v = msb_secret_vault_get("MSB_TEST_G", &len);
+	assert_non_null(v);
+	vmflags_of(v, flags, sizeof(flags));
+	if (!strstr(flags, " dd") || !strstr(flags, " wf"))
+		fail_msg("the vault's mapping: '%s'", flags);
+	msb_secret_vault_wipe();
+}
+
 /* The SDK's msb_spec_set_secret_value: the value is held, never serialized. */
 static void test_secret_value_given_directly(void **state)
 {
@@ -495,6 +538,14 @@ static void test_config_secrets_private(void **state)
 	assert_int_equal(msb_config_load(&err), 0);
 	assert_string_equal(msb_config_get("secrets", "K"), "v");
 	msb_config_reset();
+	/* 0600 but someone else's (not root's): refused too. */
+	if (geteuid() == 0) {
+		assert_int_equal(chown(path, 4321, 4321), 0);
+		assert_int_equal(msb_config_load(&err), -EPERM);
+		assert_non_null(strstr(err.msg, "someone else owns it"));
+		msb_config_reset();
+		assert_int_equal(chown(path, 0, 0), 0);
+	}
 	/* Without [secrets], any mode is fine. */
 	fd = open(path, O_WRONLY | O_TRUNC);
 	assert_int_equal(write(fd, "plugin_path = /x\n", 17), 17);
@@ -648,6 +699,7 @@ int main(void)
 		cmocka_unit_test(test_secret_value_never_in_spec),
 		cmocka_unit_test(test_secret_value_given_directly),
 		cmocka_unit_test(test_secret_sources_in_order),
+		cmocka_unit_test(test_secret_value_memory_is_guarded),
 		cmocka_unit_test(test_secret_values_fd),
 		cmocka_unit_test(test_config_secrets_private),
 		cmocka_unit_test(test_json_round_trip),
