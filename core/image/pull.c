@@ -73,8 +73,8 @@
 #define PARALLEL_MAX	 16
 #define DOCKER_HUB	 "docker.io"
 #define DOCKER_HUB_KEY	 "https://index.docker.io/v1/"
-#define DEFAULT_OS	 "linux"
-#define DEFAULT_ARCH	 "amd64"
+#define DEFAULT_OS	 MSB_PULL_DEFAULT_OS
+#define DEFAULT_ARCH	 MSB_PULL_DEFAULT_ARCH
 #define WHO		 "pull"
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -1410,30 +1410,6 @@ static int fetch_layers(struct pull *p, const struct msb_manifest *m,
 
 /* ---- what the store holds ----------------------------------------------------------------------
  */
-
-static bool platform_default(const struct msb_pull_opts *o)
-{
-	return (!o->os || !strcmp(o->os, DEFAULT_OS)) &&
-	       (!o->arch || !strcmp(o->arch, DEFAULT_ARCH)) && (!o->variant || !*o->variant);
-}
-
-char *msb_image_pin_key(const struct msb_image_ref *ref, const struct msb_pull_opts *o)
-{
-	char *k = NULL;
-	static const struct msb_pull_opts none;
-	if (!o)
-		o = &none;
-	const char *tag = ref->tag ? ref->tag : "latest";
-	int n;
-	if (platform_default(o))
-		n = asprintf(&k, "%s/%s:%s", ref->registry, ref->repository, tag);
-	else
-		n = asprintf(&k, "%s/%s:%s#%s/%s%s%s", ref->registry, ref->repository, tag,
-			     o->os ? o->os : DEFAULT_OS, o->arch ? o->arch : DEFAULT_ARCH,
-			     o->variant && *o->variant ? "/" : "",
-			     o->variant && *o->variant ? o->variant : "");
-	return n < 0 ? NULL : k;
-}
 
 /* The config is for the platform we want (variant aside: the index chose that). */
 static int check_platform(struct pull *p, const struct msb_image_config *cfg, const char *what,

@@ -26,6 +26,10 @@
 #include "ref.h"
 #include "store.h"
 
+/* The platform a pull wants unless told otherwise. */
+#define MSB_PULL_DEFAULT_OS   "linux"
+#define MSB_PULL_DEFAULT_ARCH "amd64"
+
 enum msb_pull_policy { MSB_PULL_MISSING = 0, MSB_PULL_ALWAYS, MSB_PULL_NEVER };
 
 struct msb_pull_opts {

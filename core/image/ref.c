@@ -20,6 +20,7 @@
 #include <msb/msb.h>
 
 #include "error.h"
+#include "pull.h"
 #include "ref.h"
 
 #define DOCKER_HUB    "docker.io"
@@ -443,4 +444,31 @@ const char *msb_image_ref_api_host(const struct msb_image_ref *ref)
 	if (strcmp(ref->registry, DOCKER_HUB) == 0)
 		return DOCKER_API;
 	return ref->registry;
+}
+
+/* (msb_image_pin_key is here, not in pull.c: the catalog uses it without the image I/O module.) */
+static bool platform_default(const struct msb_pull_opts *o)
+{
+	return (!o->os || !strcmp(o->os, MSB_PULL_DEFAULT_OS)) &&
+	       (!o->arch || !strcmp(o->arch, MSB_PULL_DEFAULT_ARCH)) &&
+	       (!o->variant || !*o->variant);
+}
+
+char *msb_image_pin_key(const struct msb_image_ref *ref, const struct msb_pull_opts *o)
+{
+	char *k = NULL;
+	static const struct msb_pull_opts none;
+	if (!o)
+		o = &none;
+	const char *tag = ref->tag ? ref->tag : "latest";
+	int n;
+	if (platform_default(o))
+		n = asprintf(&k, "%s/%s:%s", ref->registry, ref->repository, tag);
+	else
+		n = asprintf(&k, "%s/%s:%s#%s/%s%s%s", ref->registry, ref->repository, tag,
+			     o->os ? o->os : MSB_PULL_DEFAULT_OS,
+			     o->arch ? o->arch : MSB_PULL_DEFAULT_ARCH,
+			     o->variant && *o->variant ? "/" : "",
+			     o->variant && *o->variant ? o->variant : "");
+	return n < 0 ? NULL : k;
 }
