@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <msb/msb-plugin.h>
@@ -109,6 +110,13 @@ static int add_vdev(struct kvm_instance *k, struct vdev *d, struct msb_error *er
 	return r;
 }
 
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
 static int kvm_configure(void *inst, const struct msb_vm_config *cfg, struct msb_error *err)
 {
 	struct kvm_instance *k = inst;
@@ -117,15 +125,22 @@ static int kvm_configure(void *inst, const struct msb_vm_config *cfg, struct msb
 		return h->error_set(h, err, -EBUSY, "the VM is already configured");
 	if (!cfg->kernel_path)
 		return h->error_set(h, err, -EINVAL, "no kernel given");
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int r = vm_create(&k->vm, h, cfg->cpus ? cfg->cpus : 1,
 			  cfg->memory_bytes ? cfg->memory_bytes : (512ull << 20), err);
 	k->configured = true; /* vm_destroy cleans up whatever vm_create made */
 	if (r < 0)
 		return r;
+	double t_vm = ms_since(&t0);
 	if ((r = boot_load_kernel(&k->vm, cfg->kernel_path, err)) < 0)
 		return r;
+	double t_kernel = ms_since(&t0);
 	if (cfg->initrd_path && (r = boot_load_initrd(&k->vm, cfg->initrd_path, err)) < 0)
 		return r;
+	h->log(h, MSB_LOG_DEBUG,
+	       "VM made in %.1f ms, kernel loaded in %.1f ms, initramfs in %.1f ms", t_vm,
+	       t_kernel - t_vm, ms_since(&t0) - t_kernel);
 	if (cfg->console_log) {
 		k->vm.console_log_fd =
 			open(cfg->console_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
