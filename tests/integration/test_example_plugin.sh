@@ -32,6 +32,13 @@ done
 for m in hv-kvm net storage secrets; do
 	[ -f "$root$prefix/$libdir/msb/plugins/$m.so" ] || fail "module $m.so not installed"
 done
+# msb's private programs, where msb looks for them (MSB_LIBEXEC_DIR).
+libexec=$(strings "$build/msb" | grep '/libexec/msb$' || true)
+libexec=${libexec%%$'\n'*}
+[ -n "$libexec" ] || fail "no libexec directory in msb"
+for f in msb-supervisor msb-image-io.so; do
+	[ -f "$root$libexec/$f" ] || fail "$f not installed in $libexec"
+done
 
 meson setup "$tmp/hello" "$src/examples/plugin-hello" >"$tmp/setup.log" 2>&1 ||
 	{ cat "$tmp/setup.log"; fail "example plugin: meson setup"; }
