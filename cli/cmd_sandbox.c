@@ -360,11 +360,12 @@ static void print_human(const struct msb_spec *s, const struct msb_module *mods[
 	if (s->workdir)
 		printf("%-10s %s\n", "workdir", s->workdir);
 	for (size_t i = 0; i < s->nvolumes; i++)
-		printf("%-10s %s%s -> %s (%s%s%s)\n", "volume",
+		printf("%-10s %s%s -> %s (%s%s%s%s)\n", "volume",
 		       s->volumes[i].named ? "volume " : "", s->volumes[i].source,
 		       s->volumes[i].target, s->volumes[i].read_only ? "ro" : "rw",
 		       s->volumes[i].noexec ? ",noexec" : "",
-		       s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? ",identity=off" : "");
+		       s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? ",identity=off" : "",
+		       s->volumes[i].locks == MSB_SHARE_LOCKS_HOST ? ",locks=host" : "");
 	for (size_t i = 0; i < s->nsecrets; i++) {
 		printf("%-10s %s, only at ", "secret", s->secrets[i].env);
 		for (size_t j = 0; j < s->secrets[i].nhosts; j++)

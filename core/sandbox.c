@@ -175,6 +175,7 @@ static int shares_open(struct msb_sandbox *sb, const struct msb_spec *spec, cons
 			.noexec = v->noexec,
 			.tag = tag,
 			.identity = (uint32_t)v->identity,
+			.locks = (uint32_t)v->locks,
 		};
 		struct msb_fs_server *srv = &sb->shares[i];
 		memset(srv, 0, sizeof(*srv));

@@ -53,7 +53,7 @@ static const struct msb_spec_option options[] = {
 	{"security", 0, MSB_OPT_VALUE, "default|restricted", "guest security profile"},
 	{"volume", 'v', MSB_OPT_REPEAT, "SRC:GUEST[:OPTS]",
 	 "share a host directory or named volume (SRC: /path, ./path or NAME; OPTS: ro|rw, "
-	 "noexec, identity=strict|off)"},
+	 "noexec, identity=strict|off, locks=guest|host)"},
 	{"secret", 0, MSB_OPT_REPEAT, "ENV@HOST[,HOST...]",
 	 "a secret, usable only at HOST; its value from --secret-file, --secret-values-fd, the "
 	 "host environment or the config file's [secrets]"},
@@ -517,7 +517,8 @@ static int guest_path(const char *opt, const char *full, const char *p, char **o
 
 static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 {
-	static const char expected[] = "expected HOST:GUEST[:ro|rw][,noexec][,identity=strict|off]";
+	static const char expected[] =
+		"expected HOST:GUEST[:ro|rw][,noexec][,identity=strict|off][,locks=guest|host]";
 	if (strlen(v) >= PATH_TEXT_MAX * 2)
 		return msb_error_set(err, -EINVAL, "--volume '%.*s': too long", Q, v);
 	cleanup_free char *buf = strdup(v);
@@ -528,13 +529,14 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 		return msb_error_set(err, -EINVAL, "--volume '%.*s': %s", Q, v, expected);
 	*guest++ = '\0';
 	char *opts = strchr(guest, ':');
-	int ro = 0, noexec = 0, identity = MSB_SHARE_IDENTITY_STRICT;
+	int ro = 0, noexec = 0, identity = MSB_SHARE_IDENTITY_STRICT, locks = MSB_SHARE_LOCKS_GUEST;
 	if (opts) {
 		*opts++ = '\0';
 		static const char *const words[] = {
-			"ro", "rw", "noexec", "identity=strict", "identity=off", NULL};
+			"ro",		"rw",	       "noexec",     "identity=strict",
+			"identity=off", "locks=guest", "locks=host", NULL};
 		char *save = NULL;
-		int seen_mode = 0, seen_identity = 0;
+		int seen_mode = 0, seen_identity = 0, seen_locks = 0;
 		for (char *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
 			if (strcmp(o, "ro") == 0 || strcmp(o, "rw") == 0) {
 				if (seen_mode++)
@@ -552,17 +554,24 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 						"--volume '%.*s': identity given twice", Q, v);
 				identity = o[9] == 'o' ? MSB_SHARE_IDENTITY_OFF
 						       : MSB_SHARE_IDENTITY_STRICT;
+			} else if (strcmp(o, "locks=guest") == 0 || strcmp(o, "locks=host") == 0) {
+				if (seen_locks++)
+					return msb_error_set(err, -EINVAL,
+							     "--volume '%.*s': locks given twice",
+							     Q, v);
+				locks = o[6] == 'h' ? MSB_SHARE_LOCKS_HOST : MSB_SHARE_LOCKS_GUEST;
 			} else {
 				const char *m = msb_suggest(o, words);
 				return msb_error_set(
 					err, -EINVAL,
 					"--volume '%.*s': unknown option '%.*s' (expected "
-					"ro, rw, noexec or identity=strict|off)%s%s%s",
+					"ro, rw, noexec, identity=strict|off or "
+					"locks=guest|host)%s%s%s",
 					Q, v, Q, o, m ? "; did you mean '" : "", m ? m : "",
 					m ? "'?" : "");
 			}
 		}
-		if (!seen_mode && !noexec && !seen_identity)
+		if (!seen_mode && !noexec && !seen_identity && !seen_locks)
 			return msb_error_set(err, -EINVAL, "--volume '%.*s': empty options (%s)", Q,
 					     v, expected);
 	}
@@ -570,8 +579,11 @@ static int opt_volume(struct msb_spec *s, const char *v, struct msb_error *err)
 	int r = guest_path("--volume", v, guest, &target, err);
 	if (r < 0)
 		return r;
-	struct msb_volume vol = {
-		.read_only = ro, .noexec = noexec, .identity = identity, .target = target};
+	struct msb_volume vol = {.read_only = ro,
+				 .noexec = noexec,
+				 .identity = identity,
+				 .locks = locks,
+				 .target = target};
 	if (buf[0] == '/' || buf[0] == '.' || strchr(buf, '/')) {
 		vol.source = strdup(buf); /* resolved against the host in validate */
 	} else if (msb_name_valid(buf)) {
@@ -1267,13 +1279,14 @@ char *msb_spec_to_json(const struct msb_spec *s, int pretty)
 	for (size_t i = 0; i < s->nvolumes; i++)
 		json_array_append_new(
 			vols,
-			json_pack("{s:s,s:s,s:s,s:b,s:b,s:s}", "type",
-				  s->volumes[i].named ? "volume" : "bind", "source",
-				  s->volumes[i].source, "target", s->volumes[i].target, "read_only",
-				  s->volumes[i].read_only, "noexec", s->volumes[i].noexec,
-				  "identity",
-				  s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? "off"
-										   : "strict"));
+			json_pack(
+				"{s:s,s:s,s:s,s:b,s:b,s:s,s:s}", "type",
+				s->volumes[i].named ? "volume" : "bind", "source",
+				s->volumes[i].source, "target", s->volumes[i].target, "read_only",
+				s->volumes[i].read_only, "noexec", s->volumes[i].noexec, "identity",
+				s->volumes[i].identity == MSB_SHARE_IDENTITY_OFF ? "off" : "strict",
+				"locks",
+				s->volumes[i].locks == MSB_SHARE_LOCKS_HOST ? "host" : "guest"));
 	json_object_set_new(root, "volumes", vols);
 	json_t *secrets = json_array();
 	for (size_t i = 0; i < s->nsecrets; i++) {
@@ -1470,18 +1483,21 @@ static int from_json_fill(struct msb_spec *s, json_t *root, struct msb_error *er
 		return json_fail(err, "volumes", "an array");
 	json_array_foreach(vols, i, v)
 	{
-		const char *src, *dst, *identity = "strict";
+		const char *src, *dst, *identity = "strict", *locks = "guest";
 		int ro = 0, noexec = 0;
-		if (json_unpack(v, "{s:s,s:s,s?b,s?b,s?s}", "source", &src, "target", &dst,
-				"read_only", &ro, "noexec", &noexec, "identity", &identity) < 0)
+		if (json_unpack(v, "{s:s,s:s,s?b,s?b,s?s,s?s}", "source", &src, "target", &dst,
+				"read_only", &ro, "noexec", &noexec, "identity", &identity, "locks",
+				&locks) < 0)
 			return json_fail(err, "volumes", "objects with source and target");
 		if (strchr(src, ':') || strchr(dst, ':'))
 			return json_fail(err, "volumes", "paths without ':'");
 		if (strcmp(identity, "strict") != 0 && strcmp(identity, "off") != 0)
 			return json_fail(err, "volumes", "identity \"strict\" or \"off\"");
+		if (strcmp(locks, "guest") != 0 && strcmp(locks, "host") != 0)
+			return json_fail(err, "volumes", "locks \"guest\" or \"host\"");
 		cleanup_free char *buf = NULL;
-		if (asprintf(&buf, "%s:%s:%s%s,identity=%s", src, dst, ro ? "ro" : "rw",
-			     noexec ? ",noexec" : "", identity) < 0)
+		if (asprintf(&buf, "%s:%s:%s%s,identity=%s,locks=%s", src, dst, ro ? "ro" : "rw",
+			     noexec ? ",noexec" : "", identity, locks) < 0)
 			return msb_error_set(err, -ENOMEM, "out of memory");
 		if ((r = msb_spec_set(s, "volume", buf, err)) < 0)
 			return r;

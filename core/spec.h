@@ -37,6 +37,7 @@ struct msb_volume {
 	int read_only;
 	int noexec;
 	int identity; /* enum msb_share_identity: strict (default) or off */
+	int locks;    /* enum msb_share_locks: guest (default) or host */
 	/*
 	 * The directory served, once resolved (msb_volumes_resolve, core/volume.h):
 	 * source for a bind, the named volume's data directory.  Not in the JSON.

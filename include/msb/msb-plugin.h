@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MSB_PLUGIN_ABI_MAJOR	     1
-#define MSB_PLUGIN_ABI_MINOR	     2
+#define MSB_PLUGIN_ABI_MINOR	     3
 #define MSB_PLUGIN_ABI		     ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
@@ -345,6 +345,8 @@ struct msb_share {
 	const char *tag; /* virtio-fs tag chosen by the core */
 	/* ABI 1.1: how guest ownership and modes map onto host files. */
 	uint32_t identity; /* enum msb_share_identity */
+	/* ABI 1.3: where the guest's POSIX locks live. */
+	uint32_t locks; /* enum msb_share_locks */
 };
 
 enum msb_share_identity {
@@ -356,6 +358,23 @@ enum msb_share_identity {
 	MSB_SHARE_IDENTITY_STRICT = 0,
 	/* Passed through to the host file (setuid/setgid bits still never land). */
 	MSB_SHARE_IDENTITY_OFF = 1,
+};
+
+enum msb_share_locks {
+	/*
+	 * The guest kernel keeps the guest's POSIX and flock locks itself:
+	 * exact POSIX semantics inside the sandbox, invisible outside it (no
+	 * host process or other sandbox sees them or is blocked by them).
+	 * The default, and what a core before ABI 1.3 gets.
+	 */
+	MSB_SHARE_LOCKS_GUEST = 0,
+	/*
+	 * POSIX locks are taken on the host file too (flock stays the
+	 * guest's): host processes and other sandboxes sharing the directory
+	 * see them and are blocked by them, and a close costs one more round
+	 * trip to the host (the guest kernel sends FLUSH to release them).
+	 */
+	MSB_SHARE_LOCKS_HOST = 1,
 };
 
 struct msb_storage_ops {

@@ -44,6 +44,7 @@
 #define FSRV_COPY_MAX	 (64u << 20)		/* bytes one COPY_FILE_RANGE moves */
 #define FSRV_CHUNK	 1024			/* table slots allocated together */
 #define FSRV_MIN_MINOR	 31			/* oldest FUSE 7.x minor served */
+#define FSRV_IDC	 4096			/* identity records remembered (identity.c) */
 
 /* Attribute and entry cache lifetime handed to the guest, in seconds. */
 #define FSRV_TTL 1
@@ -67,6 +68,7 @@ struct fsrv_inode {
 	pthread_mutex_t id_lock;
 	int id_loaded, id_set;
 	uint32_t id_uid, id_gid, id_mode; /* id_mode: permission bits (07777) */
+	int64_t id_csec, id_cnsec;	  /* the inode's ctime the record is known at; 0: unknown */
 };
 
 struct fsrv_handle {
@@ -97,6 +99,13 @@ struct fsrv_handle {
 
 #define FSRV_DIRBUF 4096
 
+/* One remembered identity record: valid while the inode's ctime is unchanged. */
+struct fsrv_idc {
+	uint64_t dev, ino;
+	int64_t ctime_sec, ctime_nsec; /* 0, 0: empty */
+	uint32_t set, uid, gid, mode;
+};
+
 struct fsrv {
 	const struct msb_host *host; /* may be NULL (tests, fuzzer) */
 	int root_fd;		     /* O_PATH, the share's pinned root */
@@ -104,8 +113,9 @@ struct fsrv {
 	dev_t root_dev;
 	uint64_t root_mnt_id; /* the share root's mount id (the fallback's check) */
 	int read_only;
-	int identity; /* enum msb_share_identity */
-	int openat2;  /* 1: openat2 works; 0: the fallback */
+	int identity;	/* enum msb_share_identity */
+	int host_locks; /* MSB_SHARE_LOCKS_HOST: POSIX locks on the host file too */
+	int openat2;	/* 1: openat2 works; 0: the fallback */
 	const char *id_xattr;
 	mode_t umask;
 	int inited;	      /* INIT done (until DESTROY); guarded by lock */
@@ -120,6 +130,10 @@ struct fsrv {
 
 	struct fsrv_handle *htab[FSRV_MAX_HANDLES / FSRV_CHUNK];
 	uint32_t hslots, hfree, hcount;
+
+	/* Identity records of inodes the guest forgot (identity.c); own lock. */
+	struct fsrv_idc *idc;
+	pthread_mutex_t idc_lock;
 };
 
 /* One request, parsed: everything here is a private copy. */
@@ -158,6 +172,9 @@ int fsrv_reply_err(struct fsrv_req *r, int negerr);
 
 /* inode.c */
 int fsrv_tables_init(struct fsrv *fs);
+/* identity.c: remember a forgotten inode's record (rec from inode_reap) if fd still shows its
+ * ctime. */
+void fsrv_idc_remember(struct fsrv *fs, int fd, const struct fsrv_idc *rec);
 void fsrv_tables_free(struct fsrv *fs);
 struct fsrv_inode *fsrv_inode_get(struct fsrv *fs, uint64_t nodeid);
 void fsrv_inode_ref(struct fsrv *fs, struct fsrv_inode *ino);

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -36,23 +37,105 @@ struct id_rec {
 	uint32_t version, uid, gid, mode;
 };
 
-/* Under ino->id_lock. */
-static void id_load(struct fsrv *fs, struct fsrv_inode *ino)
+/*
+ * Identity records outlive the guest's FORGET here: a direct-mapped table
+ * keyed by (dev, ino), valid while the inode's ctime is the one seen when
+ * the record was read.  Every xattr change moves ctime, so a changed record
+ * never matches — provided the change lands in a later clock tick than the
+ * read: a record is kept only when its inode's ctime is more than 2 s old
+ * then (git's "racy" rule), and our own writes drop the entry.  This spares
+ * a getxattr through /proc/self/fd/N on the LOOKUP that follows a guest's
+ * cache drop.
+ */
+static struct fsrv_idc *idc_slot(struct fsrv *fs, uint64_t dev, uint64_t ino)
+{
+	uint64_t x = ino * 0x9e3779b97f4a7c15ull ^ dev * 0xc2b2ae3d27d4eb4full;
+	return &fs->idc[(x >> 32) % FSRV_IDC];
+}
+
+static int idc_get(struct fsrv *fs, const struct stat *st, struct fsrv_inode *ino)
+{
+	if (!fs->idc || !st || (st->st_ctim.tv_sec == 0 && st->st_ctim.tv_nsec == 0))
+		return 0;
+	int hit = 0;
+	pthread_mutex_lock(&fs->idc_lock);
+	struct fsrv_idc *e = idc_slot(fs, (uint64_t)st->st_dev, (uint64_t)st->st_ino);
+	if (e->dev == (uint64_t)st->st_dev && e->ino == (uint64_t)st->st_ino &&
+	    e->ctime_sec == (int64_t)st->st_ctim.tv_sec &&
+	    e->ctime_nsec == (int64_t)st->st_ctim.tv_nsec) {
+		hit = 1;
+		ino->id_set = (int)e->set;
+		ino->id_uid = e->uid;
+		ino->id_gid = e->gid;
+		ino->id_mode = e->mode;
+	}
+	pthread_mutex_unlock(&fs->idc_lock);
+	return hit;
+}
+
+static void idc_store(struct fsrv *fs, const struct fsrv_idc *rec)
+{
+	pthread_mutex_lock(&fs->idc_lock);
+	*idc_slot(fs, rec->dev, rec->ino) = *rec;
+	pthread_mutex_unlock(&fs->idc_lock);
+}
+
+/* The record in ino is the one at st's ctime (read just now, or made by us). */
+static void id_known_at(struct fsrv_inode *ino, const struct stat *st)
+{
+	ino->id_csec = st ? (int64_t)st->st_ctim.tv_sec : 0;
+	ino->id_cnsec = st ? (int64_t)st->st_ctim.tv_nsec : 0;
+}
+
+void fsrv_idc_remember(struct fsrv *fs, int fd, const struct fsrv_idc *rec)
+{
+	struct stat st;
+	if (!fs->idc || (!rec->ctime_sec && !rec->ctime_nsec) || fstat(fd, &st) < 0)
+		return;
+	if ((uint64_t)st.st_dev == rec->dev && (uint64_t)st.st_ino == rec->ino &&
+	    (int64_t)st.st_ctim.tv_sec == rec->ctime_sec &&
+	    (int64_t)st.st_ctim.tv_nsec == rec->ctime_nsec)
+		idc_store(fs, rec);
+}
+
+static void idc_drop(struct fsrv *fs, const struct fsrv_inode *ino)
+{
+	if (!fs->idc)
+		return;
+	pthread_mutex_lock(&fs->idc_lock);
+	struct fsrv_idc *e = idc_slot(fs, (uint64_t)ino->dev, (uint64_t)ino->ino);
+	if (e->dev == (uint64_t)ino->dev && e->ino == (uint64_t)ino->ino)
+		memset(e, 0, sizeof(*e));
+	pthread_mutex_unlock(&fs->idc_lock);
+}
+
+/* Under ino->id_lock.  st: the inode's current attributes (for idc), or NULL. */
+static void id_load(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st)
 {
 	struct id_rec rec;
 	char path[40];
 	ino->id_loaded = 1;
 	ino->id_set = 0;
+	id_known_at(ino, NULL);
+	if (idc_get(fs, st, ino)) {
+		id_known_at(ino, st);
+		return;
+	}
 	if (fsrv_proc_path(ino, path, sizeof(path)) < 0)
 		return;
 	/* Following the magic link lands on the inode itself, symlinks included. */
 	ssize_t n = getxattr(path, fs->id_xattr, &rec, sizeof(rec));
-	if (n != (ssize_t)sizeof(rec) || le32toh(rec.version) != 1)
-		return;
-	ino->id_set = 1;
-	ino->id_uid = le32toh(rec.uid);
-	ino->id_gid = le32toh(rec.gid);
-	ino->id_mode = le32toh(rec.mode) & 07777;
+	if (n == (ssize_t)sizeof(rec) && le32toh(rec.version) == 1) {
+		ino->id_set = 1;
+		ino->id_uid = le32toh(rec.uid);
+		ino->id_gid = le32toh(rec.gid);
+		ino->id_mode = le32toh(rec.mode) & 07777;
+	} else if (n < 0 && errno != ENODATA) {
+		return; /* not known: nothing remembered */
+	}
+	/* Read, not made: only a ctime from before the last clock ticks proves it. */
+	if (st && st->st_ctim.tv_sec < time(NULL) - 2)
+		id_known_at(ino, st);
 }
 
 /* Under ino->id_lock. */
@@ -69,6 +152,8 @@ static int id_write(struct fsrv *fs, struct fsrv_inode *ino, uint32_t uid, uint3
 	int rc = fsrv_proc_path(ino, path, sizeof(path));
 	if (rc < 0)
 		return rc;
+	idc_drop(fs, ino);
+	id_known_at(ino, NULL); /* (the write moves ctime) */
 	if (setxattr(path, fs->id_xattr, &rec, sizeof(rec), 0) < 0)
 		return errno == ENOTSUP ? -EPERM : -errno;
 	ino->id_loaded = ino->id_set = 1;
@@ -100,7 +185,7 @@ void fsrv_attr(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st, s
 		return;
 	pthread_mutex_lock(&ino->id_lock);
 	if (!ino->id_loaded)
-		id_load(fs, ino);
+		id_load(fs, ino, st);
 	if (ino->id_set) {
 		a->uid = ino->id_uid;
 		a->gid = ino->id_gid;
@@ -123,6 +208,7 @@ int fsrv_id_store(struct fsrv *fs, struct fsrv_inode *ino, const struct stat *st
 	if (st->st_uid == uid && st->st_gid == gid && (st->st_mode & 07777) == (mode & 07777)) {
 		ino->id_loaded = 1;
 		ino->id_set = 0;
+		id_known_at(ino, st); /* ours: we made it without a record */
 	} else {
 		rc = id_write(fs, ino, uid, gid, mode);
 	}
@@ -135,7 +221,7 @@ static void id_current(struct fsrv *fs, struct fsrv_inode *ino, const struct sta
 		       uint32_t *uid, uint32_t *gid, uint32_t *mode)
 {
 	if (!ino->id_loaded)
-		id_load(fs, ino);
+		id_load(fs, ino, st);
 	*uid = ino->id_set ? ino->id_uid : st->st_uid;
 	*gid = ino->id_set ? ino->id_gid : st->st_gid;
 	*mode = ino->id_set ? ino->id_mode : st->st_mode & 07777;

@@ -23,6 +23,8 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -52,6 +54,10 @@ int fsrv_tables_init(struct fsrv *fs)
 	fs->hash = calloc(fs->hmask + 1, sizeof(*fs->hash));
 	if (!fs->hash)
 		return -ENOMEM;
+	pthread_mutex_init(&fs->idc_lock, NULL);
+	if (fs->identity == MSB_SHARE_IDENTITY_STRICT &&
+	    !(fs->idc = calloc(FSRV_IDC, sizeof(*fs->idc))))
+		return -ENOMEM;
 	fs->islots = 1; /* slot 0 is never used: nodeid 0 is invalid */
 	fs->hslots = 1;
 	return 0;
@@ -59,6 +65,9 @@ int fsrv_tables_init(struct fsrv *fs)
 
 void fsrv_tables_free(struct fsrv *fs)
 {
+	free(fs->idc);
+	fs->idc = NULL;
+	pthread_mutex_destroy(&fs->idc_lock);
 	for (uint32_t s = 1; s < fs->hslots; s++) {
 		struct fsrv_handle *h = hslot(fs, s);
 		if (h->fh)
@@ -141,13 +150,28 @@ static uint32_t islot_alloc(struct fsrv *fs)
 	return fs->islots++;
 }
 
-/* Under fs->lock: drop the inode if nothing refers to it; returns its fd to close. */
-static int inode_reap(struct fsrv *fs, struct fsrv_inode *ino)
+/*
+ * Under fs->lock: drop the inode if nothing refers to it; returns its fd to
+ * close, and in *rec its identity record as known (for fsrv_idc_remember,
+ * outside the lock; nobody else can hold id_lock of an unreferenced inode).
+ */
+static int inode_reap(struct fsrv *fs, struct fsrv_inode *ino, struct fsrv_idc *rec)
 {
 	uint32_t slot = SLOT(ino->nodeid);
+	memset(rec, 0, sizeof(*rec));
 	if (ino->refs || ino->nlookup || ino->nodeid == FUSE_ROOT_ID)
 		return -1;
 	int fd = ino->fd;
+	if (ino->id_loaded && (ino->id_csec || ino->id_cnsec))
+		*rec = (struct fsrv_idc){.dev = (uint64_t)ino->dev,
+					 .ino = (uint64_t)ino->ino,
+					 .ctime_sec = ino->id_csec,
+					 .ctime_nsec = ino->id_cnsec,
+					 .set = (uint32_t)ino->id_set,
+					 .uid = ino->id_uid,
+					 .gid = ino->id_gid,
+					 .mode = ino->id_mode};
+	ino->id_csec = ino->id_cnsec = 0;
 	hash_remove(fs, slot);
 	ino->nodeid = 0;
 	ino->fd = -1;
@@ -194,10 +218,13 @@ void fsrv_inode_put(struct fsrv *fs, struct fsrv_inode *ino)
 		return;
 	pthread_mutex_lock(&fs->lock);
 	ino->refs--;
-	int fd = inode_reap(fs, ino);
+	struct fsrv_idc rec;
+	int fd = inode_reap(fs, ino, &rec);
 	pthread_mutex_unlock(&fs->lock);
-	if (fd >= 0)
+	if (fd >= 0) {
+		fsrv_idc_remember(fs, fd, &rec);
 		close(fd);
+	}
 }
 
 /*
@@ -256,13 +283,16 @@ void fsrv_inode_forget(struct fsrv *fs, uint64_t nodeid, uint64_t n)
 	pthread_mutex_lock(&fs->lock);
 	struct fsrv_inode *i = inode_find(fs, nodeid);
 	int fd = -1;
+	struct fsrv_idc rec;
 	if (i) {
 		i->nlookup -= n < i->nlookup ? n : i->nlookup;
-		fd = inode_reap(fs, i);
+		fd = inode_reap(fs, i, &rec);
 	}
 	pthread_mutex_unlock(&fs->lock);
-	if (fd >= 0)
+	if (fd >= 0) {
+		fsrv_idc_remember(fs, fd, &rec);
 		close(fd);
+	}
 }
 
 /* ---- handles ---- */
@@ -418,9 +448,10 @@ void fsrv_forget_all(struct fsrv *fs)
 		}
 		struct fsrv_inode *i = islot(fs, s);
 		int fd = -1;
+		struct fsrv_idc rec;
 		if (i->nodeid) {
 			i->nlookup = 0;
-			fd = inode_reap(fs, i);
+			fd = inode_reap(fs, i, &rec);
 		}
 		pthread_mutex_unlock(&fs->lock);
 		if (fd >= 0)

@@ -198,10 +198,16 @@ static int op_init(struct fsrv *fs, struct fsrv_req *r)
 	/* A second INIT (the guest rebooted without DESTROY) starts afresh. */
 	if (is_inited(fs))
 		fsrv_forget_all(fs);
-	const uint32_t want = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_ATOMIC_O_TRUNC |
-			      FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
-			      FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_AUTO_INVAL_DATA |
-			      FUSE_CACHE_SYMLINKS | FUSE_ASYNC_DIO;
+	/*
+	 * No FUSE_POSIX_LOCKS unless the share keeps locks on the host: the
+	 * guest kernel then keeps them itself (and flock always: there is no
+	 * FUSE_FLOCK_LOCKS here).  Never FUSE_WRITEBACK_CACHE: writes go
+	 * through, so a close has nothing to flush (FOPEN_NOFLUSH below).
+	 */
+	const uint32_t want = FUSE_ASYNC_READ | (fs->host_locks ? FUSE_POSIX_LOCKS : 0) |
+			      FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS |
+			      FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES |
+			      FUSE_AUTO_INVAL_DATA | FUSE_CACHE_SYMLINKS | FUSE_ASYNC_DIO;
 	o.flags = in.flags & want;
 	o.max_readahead = in.max_readahead < FSRV_MAX_READ ? in.max_readahead : FSRV_MAX_READ;
 	o.max_background = 64;
@@ -590,11 +596,23 @@ static int open_flags(struct fsrv *fs, uint32_t flags, int *rc)
 	return acc | (int)(flags & (O_APPEND | O_TRUNC | O_SYNC | O_DSYNC));
 }
 
-static int reply_open(struct fsrv_req *r, uint64_t fh)
+/*
+ * With the guest keeping its own locks, a close has nothing for us to do
+ * (writes go through; no lock of ours to drop): FOPEN_NOFLUSH spares the
+ * guest a FLUSH round trip on every close.  With host locks the FLUSH is
+ * what releases them (op_flush).
+ */
+static uint32_t open_reply_flags(const struct fsrv *fs)
+{
+	return fs->host_locks ? 0 : FOPEN_NOFLUSH;
+}
+
+static int reply_open(struct fsrv *fs, struct fsrv_req *r, uint64_t fh)
 {
 	struct fuse_open_out o;
 	memset(&o, 0, sizeof(o));
 	o.fh = fh;
+	o.open_flags = open_reply_flags(fs);
 	return fsrv_reply(r, &o, sizeof(o));
 }
 
@@ -617,7 +635,7 @@ static int op_open(struct fsrv *fs, struct fsrv_req *r)
 	if (fd >= 0)
 		rc = fsrv_handle_new(fs, fd, ino, 0, (flags & O_ACCMODE) != O_RDONLY, &fh);
 	fsrv_inode_put(fs, ino);
-	return rc < 0 ? rc : reply_open(r, fh);
+	return rc < 0 ? rc : reply_open(fs, r, fh);
 }
 
 /*
@@ -686,6 +704,7 @@ static int op_create(struct fsrv *fs, struct fsrv_req *r)
 		out.e.attr_valid = FSRV_TTL;
 		fsrv_attr(fs, ino, &st, &out.e.attr);
 		out.o.fh = fh;
+		out.o.open_flags = open_reply_flags(fs);
 		rc = fsrv_reply(r, &out, sizeof(out));
 	}
 	if (rc < 0 && ino) {
@@ -1005,7 +1024,7 @@ static int op_opendir(struct fsrv *fs, struct fsrv_req *r)
 	uint64_t fh = 0;
 	rc = fd < 0 ? fd : fsrv_handle_new(fs, fd, ino, 1, 0, &fh);
 	fsrv_inode_put(fs, ino);
-	return rc < 0 ? rc : reply_open(r, fh);
+	return rc < 0 ? rc : reply_open(fs, r, fh);
 }
 
 struct linux_dirent64 {
@@ -1204,6 +1223,9 @@ static int do_lock(struct fsrv *fs, struct fsrv_req *r, int cmd)
 {
 	struct fuse_lk_in in;
 	memcpy(&in, r->arg, sizeof(in));
+	/* (A guest kernel that keeps its own locks never sends these.) */
+	if (!fs->host_locks)
+		return -ENOSYS;
 	if (in.lk_flags & FUSE_LK_FLOCK)
 		return -EOPNOTSUPP; /* FUSE_FLOCK_LOCKS is not negotiated */
 	struct flock fl;
@@ -1529,10 +1551,15 @@ int fsrv_open(const struct msb_host *host, const struct msb_share *share, struct
 	uint32_t identity = MSB_SHARE_IDENTITY_STRICT;
 	if (share->size >= offsetof(struct msb_share, identity) + sizeof(share->identity))
 		identity = share->identity;
+	uint32_t locks = MSB_SHARE_LOCKS_GUEST;
+	if (share->size >= offsetof(struct msb_share, locks) + sizeof(share->locks))
+		locks = share->locks;
 	if (!share->host_path)
 		return open_fail(host, err, -EINVAL, "no host path", path);
 	if (identity != MSB_SHARE_IDENTITY_STRICT && identity != MSB_SHARE_IDENTITY_OFF)
 		return open_fail(host, err, -EINVAL, "unknown identity mode", path);
+	if (locks != MSB_SHARE_LOCKS_GUEST && locks != MSB_SHARE_LOCKS_HOST)
+		return open_fail(host, err, -EINVAL, "unknown lock mode", path);
 	struct fsrv *fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return open_fail(host, err, -ENOMEM, "server", path);
@@ -1540,6 +1567,7 @@ int fsrv_open(const struct msb_host *host, const struct msb_share *share, struct
 	fs->host = host;
 	fs->read_only = !!share->read_only;
 	fs->identity = (int)identity;
+	fs->host_locks = locks == MSB_SHARE_LOCKS_HOST;
 	fs->root_fd = -1;
 	fs->proc_fd = -1;
 	fs->id_xattr = have_cap_sys_admin() ? FSRV_ID_XATTR_TRUSTED : FSRV_ID_XATTR_USER;

@@ -176,7 +176,8 @@ class Cli(unittest.TestCase):
         spec = json.loads(r.stdout)
         self.assertEqual(spec["volumes"][0], {"type": "volume", "source": "cache",
                                               "target": "/cache", "read_only": True,
-                                              "noexec": False, "identity": "strict"})
+                                              "noexec": False, "identity": "strict",
+                                              "locks": "guest"})
         self.assertEqual(spec["volumes"][1]["identity"], "off")
         h = run("create", "--rootfs", root, "-v", "cache:/cache", "--dry-run")
         self.assertIn("volume cache -> /cache (rw)", h.stdout)
@@ -288,7 +289,7 @@ class Cli(unittest.TestCase):
             self.assertIn(flag, r.stdout)
         r = run("version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.2\)$")
+        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.3\)$")
         self.assertEqual(run().returncode, 2)
 
     def test_plugins_lists_loaded_and_refused(self):
@@ -303,8 +304,8 @@ class Cli(unittest.TestCase):
                    ("secrets", "tls-intercept"), ("hypervisor", "fx-good")]:
             self.assertIn(kn, names)
         expect = {
-            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.2"],
-            "fx-newer-minor.so": ["fx-minor", "ABI 1.5", "ABI 1.2"],
+            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.3"],
+            "fx-newer-minor.so": ["fx-minor", "ABI 1.6", "ABI 1.3"],
             "fx-size-big.so": ["fx-big", "larger than"],
             "fx-size-small.so": ["fx-small", "too small"],
             "fx-garbage.so": ["not a loadable module"],

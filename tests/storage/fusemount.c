@@ -4,8 +4,8 @@
  * kernel's FUSE client, so the storage suites can drive the real server with
  * ordinary system calls (DESIGN.md "Testing layers", 2: host integration).
  *
- *   msb-fusemount [--ro] [--identity strict|off] [--no-openat2] [--threads N]
- *                 [--verbose] HOSTDIR MOUNTPOINT
+ *   msb-fusemount [--ro] [--identity strict|off] [--locks guest|host]
+ *                 [--no-openat2] [--threads N] [--verbose] HOSTDIR MOUNTPOINT
  *
  * The module is loaded the way the supervisor loads it (registry, instance,
  * share_open), and each FUSE request read from /dev/fuse is handed to
@@ -77,6 +77,7 @@ enum fm_exit {
 struct fm_opts {
 	int read_only;
 	uint32_t identity;
+	uint32_t locks;
 	int no_openat2;
 	int threads;
 	int verbose;
@@ -140,8 +141,8 @@ static void fm_anomaly(struct fm *fm, const char *fmt, ...)
 
 static void fm_usage(FILE *to)
 {
-	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--no-openat2] "
-		    "[--threads N] [--verbose] HOSTDIR MOUNTPOINT\n");
+	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--locks guest|host] "
+		    "[--no-openat2] [--threads N] [--verbose] HOSTDIR MOUNTPOINT\n");
 }
 
 /* Arguments: on error one line on stderr and FM_EXIT_USAGE. */
@@ -150,13 +151,16 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 	static const struct option longopts[] = {
 		{"ro", no_argument, NULL, 'r'},
 		{"identity", required_argument, NULL, 'i'},
+		{"locks", required_argument, NULL, 'l'},
 		{"no-openat2", no_argument, NULL, 'n'},
 		{"threads", required_argument, NULL, 't'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	*o = (struct fm_opts){.identity = MSB_SHARE_IDENTITY_STRICT, .threads = 4};
+	*o = (struct fm_opts){.identity = MSB_SHARE_IDENTITY_STRICT,
+			      .locks = MSB_SHARE_LOCKS_GUEST,
+			      .threads = 4};
 	opterr = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "+:v", longopts, NULL)) != -1) {
@@ -171,6 +175,16 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 				o->identity = MSB_SHARE_IDENTITY_OFF;
 			} else {
 				fm_err("--identity: expected strict or off, not '%s'", optarg);
+				return -1;
+			}
+			break;
+		case 'l':
+			if (strcmp(optarg, "guest") == 0) {
+				o->locks = MSB_SHARE_LOCKS_GUEST;
+			} else if (strcmp(optarg, "host") == 0) {
+				o->locks = MSB_SHARE_LOCKS_HOST;
+			} else {
+				fm_err("--locks: expected guest or host, not '%s'", optarg);
 				return -1;
 			}
 			break;
@@ -642,6 +656,7 @@ int main(int argc, char **argv)
 		.noexec = 0,
 		.tag = "msbfs0",
 		.identity = fm.opt.identity,
+		.locks = fm.opt.locks,
 	};
 	fm.srv.size = sizeof(fm.srv);
 	int r = m->ops.storage.share_open(inst->inst, &share, &fm.srv, &err);

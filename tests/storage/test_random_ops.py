@@ -710,37 +710,40 @@ except OSError as e:
 """
 
 
-class PosixLocks(fusetest.StorageTestCase):
+class PosixLocksBase(fusetest.StorageTestCase):
     """POSIX lock semantics through the kernel's FUSE client, the same as on
     the native file system: a lock survives a forked child closing the
-    descriptor it inherited (the FLUSH then carries the child's lock owner),
-    and goes when its owner closes."""
+    descriptor it inherited, and goes when its owner closes any descriptor
+    of the file.  With locks=host the server keeps them (the FLUSH carries
+    the closer's lock owner); with locks=guest, the default, the client's
+    kernel does."""
 
     def populate(self):
         self.native = os.path.join(self.top, 'native')
         os.mkdir(self.native)
+
+    def try_lock(self, path):
+        return subprocess.run([sys.executable, '-c', _TRY_LOCK, path],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
 
     def sequence(self, root):
         import fcntl
         path = os.path.join(root, 'db')
         with open(path, 'w') as f:
             f.write('x' * 100)
-        try_lock = lambda: subprocess.run([sys.executable, '-c', _TRY_LOCK, path],
-                                          capture_output=True, text=True,
-                                          timeout=30).stdout.strip()
         out = []
         fd = os.open(path, os.O_RDWR)
         fcntl.lockf(fd, fcntl.LOCK_EX)
-        out.append(try_lock())
+        out.append(self.try_lock(path))
         pid = os.fork()
         if pid == 0:
             os.close(fd)  # the child's close of what it inherited
             os._exit(0)
         os.waitpid(pid, 0)
-        out.append(try_lock())
+        out.append(self.try_lock(path))
         dup = os.dup(fd)
         os.close(dup)  # the owner's close of any descriptor drops its locks
-        out.append(try_lock())
+        out.append(self.try_lock(path))
         os.close(fd)
         return out
 
@@ -749,8 +752,39 @@ class PosixLocks(fusetest.StorageTestCase):
         self.assertEqual(native, ['busy', 'busy', 'locked'])
         self.assertEqual(self.sequence(self.mnt), native)
 
+    def held_through(self, holder_root, probe_root):
+        """Lock 'f' through holder_root; what a process sees through probe_root."""
+        import fcntl
+        with open(os.path.join(holder_root, 'f'), 'w') as f:
+            f.write('x')
+            f.flush()
+            fcntl.lockf(f, fcntl.LOCK_EX)
+            return self.try_lock(os.path.join(probe_root, 'f'))
 
-del RandomOpsBase
+
+class PosixLocksGuest(PosixLocksBase):
+    """locks=guest (the default): the guest's locks stay in the guest.  A
+    host process is neither shown nor blocked by them, and the guest by the
+    host's (docs/storage.md "Locks")."""
+    HARNESS_ARGS = []
+
+    def test_guest_locks_are_invisible_to_the_host(self):
+        self.assertEqual(self.held_through(self.mnt, self.mnt), 'busy')
+        self.assertEqual(self.held_through(self.mnt, self.share), 'locked')
+        self.assertEqual(self.held_through(self.share, self.mnt), 'locked')
+
+
+class PosixLocksHost(PosixLocksBase):
+    """locks=host: the guest's POSIX locks are the host file's too."""
+    HARNESS_ARGS = ['--locks', 'host']
+
+    def test_guest_locks_are_the_hosts(self):
+        self.assertEqual(self.held_through(self.mnt, self.mnt), 'busy')
+        self.assertEqual(self.held_through(self.mnt, self.share), 'busy')
+        self.assertEqual(self.held_through(self.share, self.mnt), 'busy')
+
+
+del RandomOpsBase, PosixLocksBase
 
 if __name__ == '__main__':
     fusetest.main()

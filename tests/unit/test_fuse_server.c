@@ -111,6 +111,7 @@ struct fx {
 	uint64_t unique;
 	int rc; /* what handle returned */
 	uint32_t uid, gid;
+	uint32_t locks; /* enum msb_share_locks for open_share (0: guest) */
 	uint8_t *reply;
 	size_t reply_len;
 };
@@ -183,6 +184,7 @@ static void open_share(struct fx *f, int read_only, uint32_t identity)
 		.read_only = read_only,
 		.tag = "msbfs0",
 		.identity = identity,
+		.locks = f->locks,
 	};
 	memset(&f->srv, 0, sizeof(f->srv));
 	int rc = f->ops->share_open(f->inst, &share, &f->srv, &err);
@@ -497,7 +499,7 @@ static void test_init(void **state)
 	EXPECT_EQ(o.minor, FUSE_KERNEL_MINOR_VERSION);
 	EXPECT_EQ(o.max_write, 1u << 20);
 	EXPECT_EQ(o.max_pages, 256);
-	EXPECT(o.flags & FUSE_POSIX_LOCKS);
+	EXPECT(!(o.flags & FUSE_POSIX_LOCKS)); /* locks=guest, the default: see test_lock_modes */
 	EXPECT(o.flags & FUSE_DO_READDIRPLUS);
 	/* Never DAX, never writeback caching, never kernel-side KILLPRIV. */
 	EXPECT(!(o.flags & (FUSE_MAP_ALIGNMENT | FUSE_WRITEBACK_CACHE | FUSE_HANDLE_KILLPRIV |
@@ -530,6 +532,106 @@ static void test_init(void **state)
 	rm_tree(&f);
 }
 
+/*
+ * locks=guest (the default): no FUSE_POSIX_LOCKS, so the guest kernel keeps
+ * its locks; opens say FOPEN_NOFLUSH (a close has nothing to flush); lock
+ * requests a guest sends anyway are ENOSYS.  locks=host: FUSE_POSIX_LOCKS,
+ * no FOPEN_NOFLUSH (the FLUSH drops the closer's locks, test_operations).
+ * A core from before ABI 1.3 (a shorter msb_share) gets guest.
+ */
+static uint32_t init_flags(struct fx *f)
+{
+	do_init(f);
+	struct fuse_init_out o;
+	memcpy(&o, f->reply, sizeof(o));
+	return o.flags;
+}
+
+static uint32_t open_flags_of(struct fx *f, uint64_t nodeid, uint64_t *fh)
+{
+	struct fuse_open_in in = {.flags = O_RDWR};
+	EXPECT_EQ(call(f, FUSE_OPEN, nodeid, &in, sizeof(in), NULL, 0),
+		  sizeof(struct fuse_open_out));
+	struct fuse_open_out o;
+	memcpy(&o, f->reply, sizeof(o));
+	*fh = o.fh;
+	return o.open_flags;
+}
+
+static void test_lock_modes(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 3; mode++) {
+		struct fx f = {0};
+		make_tree(&f);
+		int host_locks = mode == 1;
+		f.locks = host_locks ? MSB_SHARE_LOCKS_HOST : MSB_SHARE_LOCKS_GUEST;
+		if (mode == 2) { /* an ABI 1.2 core: msb_share ends before `locks` */
+			const struct msb_plugin_desc *d = msb_plugin_entry_v1();
+			struct msb_error err = MSB_ERROR_INIT;
+			f.ops = d->ops;
+			EXPECT_EQ(d->create(&host, &f.inst, &err), 0);
+			struct msb_share old = {.size = offsetof(struct msb_share, locks),
+						.host_path = f.root,
+						.guest_path = "/mnt",
+						.tag = "msbfs0",
+						.locks = MSB_SHARE_LOCKS_HOST /* not read */};
+			memset(&f.srv, 0, sizeof(f.srv));
+			EXPECT_EQ(f.ops->share_open(f.inst, &old, &f.srv, &err), 0);
+		} else {
+			open_share(&f, 0, MSB_SHARE_IDENTITY_STRICT);
+		}
+		EXPECT_EQ(!!(init_flags(&f) & FUSE_POSIX_LOCKS), host_locks);
+		uint64_t hello = node(&f, 1, "hello.txt"), fh = 0;
+		uint32_t of = open_flags_of(&f, hello, &fh);
+		EXPECT_EQ(!!(of & FOPEN_NOFLUSH), !host_locks);
+		/* CREATE's open part says the same. */
+		struct fuse_entry_out ce;
+		uint64_t cfh = 0;
+		EXPECT_EQ(create_(&f, 1, "made.txt", O_RDWR, 0644, &ce, &cfh), 0);
+		struct {
+			struct fuse_entry_out e;
+			struct fuse_open_out o;
+		} co;
+		memcpy(&co, f.reply, sizeof(co));
+		EXPECT_EQ(!!(co.o.open_flags & FOPEN_NOFLUSH), !host_locks);
+		struct fuse_lk_in lk;
+		memset(&lk, 0, sizeof(lk));
+		lk.fh = fh;
+		lk.lk.type = F_WRLCK;
+		lk.lk.end = INT64_MAX;
+		int want = host_locks ? 0 : -ENOSYS;
+		EXPECT_EQ(call(&f, FUSE_SETLK, hello, &lk, sizeof(lk), NULL, 0), want);
+		EXPECT_EQ(call(&f, FUSE_SETLKW, hello, &lk, sizeof(lk), NULL, 0), want);
+		if (!host_locks)
+			EXPECT_EQ(call(&f, FUSE_GETLK, hello, &lk, sizeof(lk), NULL, 0), -ENOSYS);
+		struct fuse_flush_in fl = {.fh = fh};
+		EXPECT_EQ(call(&f, FUSE_FLUSH, hello, &fl, sizeof(fl), NULL, 0), 0);
+		EXPECT_EQ(release(&f, FUSE_RELEASE, fh), 0);
+		EXPECT_EQ(release(&f, FUSE_RELEASE, cfh), 0);
+		close_share(&f);
+		msb_plugin_entry_v1()->destroy(f.inst);
+		rm_tree(&f);
+	}
+	/* An unknown mode is refused. */
+	struct fx f = {0};
+	make_tree(&f);
+	f.locks = 7;
+	const struct msb_plugin_desc *d = msb_plugin_entry_v1();
+	struct msb_error err = MSB_ERROR_INIT;
+	f.ops = d->ops;
+	EXPECT_EQ(d->create(&host, &f.inst, &err), 0);
+	struct msb_share bad = {.size = sizeof(bad),
+				.host_path = f.root,
+				.guest_path = "/mnt",
+				.tag = "msbfs0",
+				.locks = 7};
+	EXPECT_EQ(f.ops->share_open(f.inst, &bad, &f.srv, &err), -EINVAL);
+	EXPECT(strstr(err.msg, "lock mode") != NULL);
+	d->destroy(f.inst);
+	rm_tree(&f);
+}
+
 /* ---- the operation set ---- */
 
 static void test_operations(void **state)
@@ -537,6 +639,7 @@ static void test_operations(void **state)
 	(void)state;
 	struct fx f = {0};
 	make_tree(&f);
+	f.locks = MSB_SHARE_LOCKS_HOST; /* (the lock requests below) */
 	open_share(&f, 0, MSB_SHARE_IDENTITY_STRICT);
 	do_init(&f);
 	char buf[4096];
@@ -1311,6 +1414,53 @@ static void test_read_only(void **state)
 
 /* ---- identity ---- */
 
+/*
+ * Identity records outlive FORGET only while the host inode's ctime is
+ * the one they were known at: a record changed on the host (which moves
+ * ctime) is read again on the next LOOKUP, never served from memory.
+ */
+static void test_identity_cache(void **state)
+{
+	(void)state;
+	struct fx f = {0};
+	make_tree(&f);
+	open_share(&f, 0, MSB_SHARE_IDENTITY_STRICT);
+	do_init(&f);
+	/* Made by the guest as the server's own user: no record written, known at creation. */
+	f.uid = getuid();
+	f.gid = getgid();
+	struct fuse_entry_out e;
+	uint64_t fh = 0;
+	EXPECT_EQ(create_(&f, 1, "c", O_RDWR | O_CREAT, 0644, &e, &fh), 0);
+	EXPECT_EQ(release(&f, FUSE_RELEASE, fh), 0);
+	EXPECT_EQ(e.attr.uid, getuid());
+	forget(&f, e.nodeid, 1); /* remembered: ctime unchanged since creation */
+	struct fuse_entry_out e2;
+	EXPECT_EQ(lookup(&f, 1, "c", &e2), 0);
+	EXPECT_EQ(e2.attr.uid, getuid());
+	EXPECT_EQ(e2.attr.mode & 07777, 0644);
+	forget(&f, e2.nodeid, 1);
+	/* The host writes a record itself: ctime moves, the remembered one is stale. */
+	char p[512];
+	path_of(&f, p, sizeof(p), "c");
+	uint32_t rec[4] = {htole32(1), htole32(4321), htole32(4322), htole32(0600)};
+	EXPECT_EQ(setxattr(p, fsrv_of(&f)->id_xattr, rec, sizeof(rec), 0), 0);
+	EXPECT_EQ(lookup(&f, 1, "c", &e2), 0);
+	EXPECT_EQ(e2.attr.uid, 4321);
+	EXPECT_EQ(e2.attr.gid, 4322);
+	EXPECT_EQ(e2.attr.mode & 07777, 0600);
+	forget(&f, e2.nodeid, 1);
+	/* And removed again. */
+	EXPECT_EQ(removexattr(p, fsrv_of(&f)->id_xattr), 0);
+	EXPECT_EQ(lookup(&f, 1, "c", &e2), 0);
+	EXPECT_EQ(e2.attr.uid, getuid());
+	EXPECT_EQ(e2.attr.mode & 07777, 0644);
+	forget(&f, e2.nodeid, 1);
+	close_share(&f);
+	msb_plugin_entry_v1()->destroy(f.inst);
+	rm_tree(&f);
+}
+
 static void test_identity_strict(void **state)
 {
 	(void)state;
@@ -1818,20 +1968,14 @@ int main(void)
 		return 77;
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_init),
-		cmocka_unit_test(test_operations),
-		cmocka_unit_test(test_xattrs),
-		cmocka_unit_test(test_readdir),
-		cmocka_unit_test(test_escapes),
-		cmocka_unit_test(test_fallback),
-		cmocka_unit_test(test_mount_point),
-		cmocka_unit_test(test_read_only),
-		cmocka_unit_test(test_identity_strict),
-		cmocka_unit_test(test_identity_unprivileged),
-		cmocka_unit_test(test_identity_off),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_no_fd_leak),
-		cmocka_unit_test(test_fd_exhaustion),
+		cmocka_unit_test(test_init),	       cmocka_unit_test(test_lock_modes),
+		cmocka_unit_test(test_operations),     cmocka_unit_test(test_xattrs),
+		cmocka_unit_test(test_readdir),	       cmocka_unit_test(test_escapes),
+		cmocka_unit_test(test_fallback),       cmocka_unit_test(test_mount_point),
+		cmocka_unit_test(test_read_only),      cmocka_unit_test(test_identity_strict),
+		cmocka_unit_test(test_identity_cache), cmocka_unit_test(test_identity_unprivileged),
+		cmocka_unit_test(test_identity_off),   cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_no_fd_leak),     cmocka_unit_test(test_fd_exhaustion),
 		cmocka_unit_test(test_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

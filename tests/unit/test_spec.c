@@ -156,6 +156,8 @@ static void test_bad_values(void **state)
 		{"volume", "/tmp:/data:identity=maybe", "'identity=maybe'"},
 		{"volume", "/tmp:/data:identity=of", "did you mean 'identity=off'"},
 		{"volume", "/tmp:/data:identity=off,identity=strict", "identity given twice"},
+		{"volume", "/tmp:/data:locks=hots", "did you mean 'locks=host'"},
+		{"volume", "/tmp:/data:locks=guest,locks=host", "locks given twice"},
 		{"secret", "KEY=sk-123@api.example.com", "inline value is refused"},
 		{"secret", "KEY", "no @HOST"},
 		{"secret", "1KEY@x.com", "not an environment variable name"},
@@ -285,7 +287,7 @@ static void test_volume_options(void **state)
 	static const char *const kv[] = {"image",  "x",
 					 "volume", "/tmp:/procfs:rw,identity=off",
 					 "volume", "/tmp:/devices",
-					 "volume", "/tmp:/x/run:ro",
+					 "volume", "/tmp:/x/run:ro,locks=host",
 					 NULL};
 	struct msb_spec *s = spec_of(kv);
 	struct msb_error err = MSB_ERROR_INIT;
@@ -296,9 +298,20 @@ static void test_volume_options(void **state)
 	assert_int_equal(s->volumes[0].read_only, 0);
 	assert_int_equal(s->volumes[1].identity, 0);
 	assert_int_equal(s->volumes[2].read_only, 1);
+	assert_int_equal(s->volumes[0].locks, 0); /* MSB_SHARE_LOCKS_GUEST, the default */
+	assert_int_equal(s->volumes[2].locks, 1); /* MSB_SHARE_LOCKS_HOST */
 	char *json = msb_spec_to_json(s, 1);
 	assert_non_null(strstr(json, "\"identity\": \"off\""));
 	assert_non_null(strstr(json, "\"identity\": \"strict\""));
+	assert_non_null(strstr(json, "\"locks\": \"guest\""));
+	assert_non_null(strstr(json, "\"locks\": \"host\""));
+	/* ... and back. */
+	struct msb_spec *t = NULL;
+	if (msb_spec_from_json(json, strlen(json), &t, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(t->volumes[2].locks, 1);
+	assert_int_equal(t->volumes[0].locks, 0);
+	msb_spec_free(t);
 	msb_free(json);
 	msb_spec_free(s);
 }
@@ -648,6 +661,9 @@ static void test_json_bad(void **state)
 		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/tmp\",\"target\":"
 		 "\"/x\",\"identity\":\"maybe\"}]}",
 		 "identity"},
+		{"{\"msb_spec\":1,\"image\":\"x\",\"volumes\":[{\"source\":\"/tmp\",\"target\":"
+		 "\"/x\",\"locks\":\"all\"}]}",
+		 "locks"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"process\":{\"env\":[\"NOEQUALS\"]}}",
 		 "process.env"},
 		{"{\"msb_spec\":1,\"image\":\"x\",\"command\":[1]}", "command"},
