@@ -401,6 +401,36 @@ PYEOF
 	[ "$out" = 42 ] || tail -3 "$work/err"
 	check "the venv is on the host" "yes" \
 		"$(ls "$share"/py/venv/lib/python3*/site-packages/msbdemo.py >/dev/null 2>&1 && echo yes)"
+	# Where a guest's POSIX lock lives (docs/storage.md "Locks"): the guest holds
+	# one on the share while the host tries the same file.
+	probe_lock() { # OPTS -> what the host sees: "free" or "busy"
+		rm -f "$share/py/held" "$share/py/done"
+		echo x >"$share/py/lockf"
+		"$msb" run -u root -v "$share/py:/mnt$1" localhost/e2e/python:1 -- python3 -c '
+import fcntl, os, time
+f = open("/mnt/lockf", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+open("/mnt/held", "w").close()
+for _ in range(1200):
+    if os.path.exists("/mnt/done"):
+        break
+    time.sleep(0.1)' >/dev/null 2>"$work/err" &
+		local pid=$! i
+		for i in $(seq 600); do [ -e "$share/py/held" ] && break; sleep 0.2; done
+		[ -e "$share/py/held" ] || echo "the guest never took its lock: $(tail -1 "$work/err")"
+		[ -e "$share/py/held" ] && /usr/bin/python3 -c '
+import fcntl, sys
+f = open(sys.argv[1], "r+")
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except OSError:
+    print("busy")' "$share/py/lockf"
+		touch "$share/py/done"
+		wait "$pid"
+	}
+	check "locks=guest (default): a guest's POSIX lock stays in the guest" "free" "$(probe_lock "")"
+	check "locks=host: a guest's POSIX lock is the host file's" "busy" "$(probe_lock ":rw,locks=host")"
 fi
 # end of shares
 
