@@ -303,8 +303,7 @@ static int secrets_open(struct msb_sandbox *sb, const struct msb_spec *spec, con
 	sb->secrets_up = true;
 	/*
 	 * The values are the proxy's now: none stays in this process's
-	 * environment, and the process is no longer dumpable (no core file;
-	 * /proc/PID/mem and environ only for root).
+	 * environment, and the process is no longer dumpable (no core file).
 	 */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	for (size_t i = 0; i < spec->nsecrets; i++)
