@@ -331,9 +331,13 @@ static void reap_networks(void)
 /* Stop a running sandbox: the agent syncs and powers off; kill after timeout. */
 static int stop_one(struct msb_state *st, const char *name, int timeout_ms, struct msb_error *err)
 {
-	pid_t pid = msb_supervisor_pid(st->home, name);
-	if (!pid)
+	int died = 0;
+	pid_t pid = msb_supervisor_pid_died(st->home, name, &died);
+	if (!pid) {
+		if (died) /* it crashed or was killed: its network's host side is ours to reap */
+			reap_networks();
 		return 0;
+	}
 	int fd = msb_control_connect(st->home, name, err);
 	struct msb_agent_client *c = NULL;
 	if (fd >= 0 && msb_agent_client_new(fd, NULL, NULL, &c, err) == 0 &&
@@ -446,7 +450,10 @@ int cmd_rm(const struct cli_command *cmd, int argc, char **argv)
 			rc = 1;
 			continue;
 		}
-		pid_t pid = msb_supervisor_pid(st.home, argv[i]);
+		int died = 0;
+		pid_t pid = msb_supervisor_pid_died(st.home, argv[i], &died);
+		if (died)
+			reap_networks(); /* what a supervisor that crashed left */
 		if (pid && !force) {
 			fprintf(stderr, "msb: rm: sandbox '%s' is running (stop it, or rm -f)\n",
 				argv[i]);

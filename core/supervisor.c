@@ -513,15 +513,23 @@ int msb_control_connect(const char *home, const char *name, struct msb_error *er
 	return fd;
 }
 
-pid_t msb_supervisor_pid(const char *home, const char *name)
+/* The marker a stale pid file becomes, until stop or rm has reaped after it. */
+#define SUPERVISOR_DIED "supervisor.died"
+
+static pid_t supervisor_pid(const char *home, const char *name, int *died)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 32];
 	if (sandbox_dir(home, name, dir, sizeof(dir)) < 0)
 		return 0;
 	snprintf(path, sizeof(path), "%s/%s", dir, MSB_SUPERVISOR_PID);
 	FILE *f = fopen(path, "r");
-	if (!f)
+	if (!f) {
+		if (died) { /* (an earlier look found it dead) */
+			snprintf(path, sizeof(path), "%s/%s", dir, SUPERVISOR_DIED);
+			*died = unlink(path) == 0;
+		}
 		return 0;
+	}
 	long pid = 0;
 	int ok = fscanf(f, "%ld", &pid) == 1 && pid > 1;
 	fclose(f);
@@ -544,11 +552,29 @@ pid_t msb_supervisor_pid(const char *home, const char *name)
 				return (pid_t)pid;
 		}
 	}
-	/* Stale: the supervisor died.  Reap what it left. */
-	unlink(path);
+	/* Stale: the supervisor died.  Reap what it left here; mark it for the rest. */
+	char marker[PATH_MAX + 32];
+	snprintf(marker, sizeof(marker), "%s/%s", dir, SUPERVISOR_DIED);
+	if (rename(path, marker) < 0)
+		unlink(path);
 	snprintf(path, sizeof(path), "%s/%s", dir, MSB_CONTROL_SOCKET);
 	unlink(path);
+	if (died) {
+		*died = access(marker, F_OK) == 0;
+		unlink(marker);
+	}
 	return 0;
+}
+
+pid_t msb_supervisor_pid(const char *home, const char *name)
+{
+	return supervisor_pid(home, name, NULL);
+}
+
+pid_t msb_supervisor_pid_died(const char *home, const char *name, int *died)
+{
+	*died = 0;
+	return supervisor_pid(home, name, died);
 }
 
 pid_t msb_sandbox_running_pid(struct msb_state *st, const char *name)

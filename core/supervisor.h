@@ -62,6 +62,13 @@ void msb_sandbox_unload(struct msb_loaded *l);
 pid_t msb_supervisor_pid(const char *home, const char *name);
 
 /*
+ * Like msb_supervisor_pid, and *died set to 1 when a pid file was left by a
+ * supervisor that is gone (it crashed or was killed): what it held outside
+ * its own process (its network's host side) may still be there to reap.
+ */
+pid_t msb_supervisor_pid_died(const char *home, const char *name, int *died);
+
+/*
  * Is sandbox `name` running?  Its supervisor's pid (msb create/start), or
  * the pid of the msb run process hosting it; 0 when neither is alive.
  */

@@ -133,6 +133,36 @@ else
 	check "secrets: msb_rm left nothing of the SDK's sandbox" "" "$(ls "$MSB_HOME/sandboxes" | grep -x sec2)"
 	out=$(unset TEST_TOKEN; "$msb" run --secret TEST_TOKEN@api.secret.test --rootfs "$root" -- true 2>&1)
 	check "secrets: an unset value is one line, nothing started" "1" "$(printf '%s\n' "$out" | grep -c 'TEST_TOKEN is not set')"
+	# Once the proxy has the values the supervisor is not dumpable: it leaves
+	# no core.  Only inside the KVM test host (/run/kvmhost), a machine of its
+	# own, since core_pattern is global: a pipe handler records each dump; a
+	# dumpable process killed the same way is the control.
+	if [ -d /run/kvmhost ]; then
+		MSB_CONFIG="$d/msb.conf" "$msb" create --name sec3 --rootfs "$root" \
+			--dns-nameserver 198.51.100.54 --secret TEST_TOKEN@api.secret.test >/dev/null 2>"$work/err"
+		sup=$(cat "$MSB_HOME/sandboxes/sec3/supervisor.pid" 2>/dev/null)
+		printf '#!/bin/sh\necho "$1" >>%s/cores\ncat >/dev/null\n' "$d" >"$d/corehelper"
+		chmod 755 "$d/corehelper"
+		: >"$d/cores"
+		old_pattern=$(cat /proc/sys/kernel/core_pattern) old_suid=$(cat /proc/sys/fs/suid_dumpable)
+		echo "|$d/corehelper %P" >/proc/sys/kernel/core_pattern
+		echo 0 >/proc/sys/fs/suid_dumpable
+		sleep 300 &
+		ctl=$!
+		for p in $ctl $sup; do
+			[ -n "$p" ] && prlimit --core=unlimited --pid "$p" && kill -SEGV "$p"
+		done
+		wait "$ctl" 2>/dev/null
+		for _ in $(seq 100); do [ -n "$sup" ] && kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
+		sleep 1
+		echo "$old_pattern" >/proc/sys/kernel/core_pattern
+		echo "$old_suid" >/proc/sys/fs/suid_dumpable
+		check "secrets: the supervisor (pid ${sup:-none}) leaves no core; a dumpable process does" \
+			"control-dumped-supervisor-none" \
+			"$(grep -qx "$ctl" "$d/cores" && echo control-dumped || echo control-none)-$(
+				[ -n "$sup" ] && ! grep -qx "$sup" "$d/cores" && echo supervisor-none || echo supervisor-dumped)"
+		"$msb" rm -f sec3 >/dev/null 2>&1
+	fi
 	unset TEST_TOKEN
 	check "secrets: nothing left" "" "$(net_leftovers)"
 	secrets_world_down
