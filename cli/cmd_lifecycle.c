@@ -52,9 +52,8 @@ static void check_name(const char *cmd, const char *name)
  * it is nobody's zombie), and wait for it to say the agent answered.
  * Returns 0, or -1 with the supervisor's error in err.
  */
-int cli_supervisor_path(char *buf, size_t len, struct msb_error *err)
+int cli_private_file(const char *name, int mode, char *buf, size_t len)
 {
-	/* Next to msb (the build tree), else where it is installed. */
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
@@ -62,16 +61,22 @@ int cli_supervisor_path(char *buf, size_t len, struct msb_error *err)
 		char *slash = strrchr(self, '/');
 		if (slash) {
 			*slash = '\0';
-			snprintf(buf, len, "%s/msb-supervisor", self);
-			if (access(buf, X_OK) == 0)
+			snprintf(buf, len, "%s/%s", self, name);
+			if (access(buf, mode) == 0)
 				return 0;
 		}
 	}
-	snprintf(buf, len, "%s/msb-supervisor", MSB_LIBEXEC_DIR);
-	if (access(buf, X_OK) == 0)
-		return 0;
-	return msb_error_errno(err, -errno, "the monitor program '%s' (is msb installed whole?)",
-			       buf);
+	snprintf(buf, len, "%s/%s", MSB_LIBEXEC_DIR, name);
+	return access(buf, mode) == 0 ? 0 : -errno;
+}
+
+int cli_supervisor_path(char *buf, size_t len, struct msb_error *err)
+{
+	int r = cli_private_file("msb-supervisor", X_OK, buf, len);
+	if (r < 0)
+		return msb_error_errno(err, r, "the monitor program '%s' (is msb installed whole?)",
+				       buf);
+	return 0;
 }
 
 int cli_spawn_supervisor(const struct msb_state *st, const char *name, int values_fd,

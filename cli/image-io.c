@@ -19,34 +19,18 @@
 #include "image-archive.h"
 #include "image-io.h"
 #include "layer.h"
+#include "lifecycle.h"
 #include "pull.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void *handle;
 static char why[PATH_MAX + 320];
 
-/* Next to msb (the build tree), else where it is installed. */
-static void find_module(char *buf, size_t len)
-{
-	char self[PATH_MAX - 32];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = '\0';
-			snprintf(buf, len, "%s/%s", self, MSB_IMAGE_IO_MODULE);
-			if (access(buf, R_OK) == 0)
-				return;
-		}
-	}
-	snprintf(buf, len, "%s/%s", MSB_LIBEXEC_DIR, MSB_IMAGE_IO_MODULE);
-}
-
 static void load(void)
 {
 	char path[PATH_MAX];
-	find_module(path, sizeof(path));
+	/* Not found: dlopen of the installed path says so. */
+	(void)cli_private_file(MSB_IMAGE_IO_MODULE, R_OK, path, sizeof(path));
 	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
 		const char *e = dlerror();

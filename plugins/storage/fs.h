@@ -172,6 +172,8 @@ int fsrv_reply_err(struct fsrv_req *r, int negerr);
 
 /* inode.c */
 int fsrv_tables_init(struct fsrv *fs);
+/* The hash of a host inode's identity (dev, ino): the inode table's and the identity cache's. */
+uint32_t fsrv_hash_of(dev_t dev, ino_t ino);
 /* identity.c: remember a forgotten inode's record (rec from inode_reap) if fd still shows its
  * ctime. */
 void fsrv_idc_remember(struct fsrv *fs, int fd, const struct fsrv_idc *rec);

@@ -39,18 +39,19 @@ struct id_rec {
 
 /*
  * Identity records outlive the guest's FORGET here: a direct-mapped table
- * keyed by (dev, ino), valid while the inode's ctime is the one seen when
- * the record was read.  Every xattr change moves ctime, so a changed record
- * never matches — provided the change lands in a later clock tick than the
- * read: a record is kept only when its inode's ctime is more than 2 s old
- * then (git's "racy" rule), and our own writes drop the entry.  This spares
- * a getxattr through /proc/self/fd/N on the LOOKUP that follows a guest's
- * cache drop.
+ * keyed by (dev, ino) and the host inode's ctime.  An inode's record is
+ * "known at" a ctime (id_csec/id_cnsec) when the server made the file
+ * without a record, or read the record while that ctime was more than 2 s
+ * old (a change in the same clock tick would not move ctime: git's "racy"
+ * rule).  When the inode is forgotten, the record is remembered if the host
+ * inode still shows that ctime (fsrv_idc_remember); every xattr change
+ * moves ctime, so a record changed on the host never matches, and our own
+ * writes drop the entry.  This spares a getxattr through /proc/self/fd/N
+ * on the LOOKUP that follows a guest's cache drop.
  */
 static struct fsrv_idc *idc_slot(struct fsrv *fs, uint64_t dev, uint64_t ino)
 {
-	uint64_t x = ino * 0x9e3779b97f4a7c15ull ^ dev * 0xc2b2ae3d27d4eb4full;
-	return &fs->idc[(x >> 32) % FSRV_IDC];
+	return &fs->idc[fsrv_hash_of((dev_t)dev, (ino_t)ino) % FSRV_IDC];
 }
 
 static int idc_get(struct fsrv *fs, const struct stat *st, struct fsrv_inode *ino)

@@ -42,7 +42,7 @@ static struct fsrv_handle *hslot(struct fsrv *fs, uint32_t s)
 	return &fs->htab[s / FSRV_CHUNK][s % FSRV_CHUNK];
 }
 
-static uint32_t hash_of(dev_t dev, ino_t ino)
+uint32_t fsrv_hash_of(dev_t dev, ino_t ino)
 {
 	uint64_t x = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ (uint64_t)dev * 0xc2b2ae3d27d4eb4full;
 	return (uint32_t)(x >> 29) ^ (uint32_t)x;
@@ -106,7 +106,7 @@ static void hash_grow(struct fsrv *fs)
 		while (s) {
 			struct fsrv_inode *i = islot(fs, s);
 			uint32_t next = i->hnext;
-			uint32_t nb = hash_of(i->dev, i->ino) & nmask;
+			uint32_t nb = fsrv_hash_of(i->dev, i->ino) & nmask;
 			i->hnext = nh[nb];
 			nh[nb] = s;
 			s = next;
@@ -120,7 +120,7 @@ static void hash_grow(struct fsrv *fs)
 static void hash_remove(struct fsrv *fs, uint32_t slot)
 {
 	struct fsrv_inode *i = islot(fs, slot);
-	uint32_t *p = &fs->hash[hash_of(i->dev, i->ino) & fs->hmask];
+	uint32_t *p = &fs->hash[fsrv_hash_of(i->dev, i->ino) & fs->hmask];
 	while (*p && *p != slot)
 		p = &islot(fs, *p)->hnext;
 	if (*p)
@@ -235,7 +235,7 @@ void fsrv_inode_put(struct fsrv *fs, struct fsrv_inode *ino)
 int fsrv_inode_insert(struct fsrv *fs, int fd, const struct stat *st, struct fsrv_inode **out)
 {
 	pthread_mutex_lock(&fs->lock);
-	uint32_t s = fs->hash[hash_of(st->st_dev, st->st_ino) & fs->hmask];
+	uint32_t s = fs->hash[fsrv_hash_of(st->st_dev, st->st_ino) & fs->hmask];
 	while (s) {
 		struct fsrv_inode *i = islot(fs, s);
 		if (i->dev == st->st_dev && i->ino == st->st_ino)
@@ -268,7 +268,7 @@ int fsrv_inode_insert(struct fsrv *fs, int fd, const struct stat *st, struct fsr
 	i->ino = st->st_ino;
 	i->nlookup = 1;
 	i->refs = 1;
-	uint32_t b = hash_of(st->st_dev, st->st_ino) & fs->hmask;
+	uint32_t b = fsrv_hash_of(st->st_dev, st->st_ino) & fs->hmask;
 	i->hnext = fs->hash[b];
 	fs->hash[b] = slot;
 	fs->icount++;
