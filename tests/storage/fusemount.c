@@ -5,7 +5,8 @@
  * ordinary system calls (DESIGN.md "Testing layers", 2: host integration).
  *
  *   msb-fusemount [--ro] [--identity strict|off] [--locks guest|host]
- *                 [--no-openat2] [--threads N] [--verbose] HOSTDIR MOUNTPOINT
+ *                 [--no-openat2] [--threads N] [--transport auto|uring|dev]
+ *                 [--verbose] HOSTDIR MOUNTPOINT
  *
  * The module is loaded the way the supervisor loads it (registry, instance,
  * share_open), and each FUSE request read from /dev/fuse is handed to
@@ -20,6 +21,14 @@
  *
  * --threads N is the most workers that serve at once (default 4); one starts
  * with the mount and more as requests queue up (see struct fm).
+ *
+ * --transport: how requests travel.  "dev" reads and writes /dev/fuse (the
+ * workers above).  "uring" is FUSE over io_uring (Linux 6.14+, with the fuse
+ * module's enable_uring parameter on): one queue per CPU, each served on
+ * its own CPU (fusering.c); the workers then only see FORGET and INTERRUPT.
+ * "auto" (the default) is uring where the kernel offers it and the share
+ * keeps locks in the guest (a host SETLKW may wait, and a queue is served
+ * by one thread), else dev.
  *
  * Exit: 0 after SIGTERM/SIGINT or an unmount from outside; 1 for a setup
  * failure (one line on stderr); 2 for bad arguments; 3 fd leak; 4 anomalies.
@@ -50,6 +59,7 @@
 #include <msb/msb.h>
 
 #include "error.h"
+#include "fusering.h"
 #include "host.h"
 #include "registry.h"
 
@@ -74,7 +84,12 @@ enum fm_exit {
 	FM_EXIT_ANOMALY = 4,
 };
 
+enum fm_transport { FM_TRANSPORT_AUTO, FM_TRANSPORT_URING, FM_TRANSPORT_DEV };
+
+#define FM_ENABLE_URING "/sys/module/fuse/parameters/enable_uring"
+
 struct fm_opts {
+	int transport;
 	int read_only;
 	uint32_t identity;
 	uint32_t locks;
@@ -113,6 +128,9 @@ struct fm {
 	int init_state;
 	pthread_mutex_t init_lock;
 	pthread_cond_t init_cond;
+	/* FUSE over io_uring: prepared before the mount, started after INIT. */
+	struct fm_rings *rings;
+	int uring_accepted; /* INIT's reply took FUSE_OVER_IO_URING */
 };
 
 static void fm_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -142,7 +160,8 @@ static void fm_anomaly(struct fm *fm, const char *fmt, ...)
 static void fm_usage(FILE *to)
 {
 	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--locks guest|host] "
-		    "[--no-openat2] [--threads N] [--verbose] HOSTDIR MOUNTPOINT\n");
+		    "[--no-openat2] [--threads N] [--transport auto|uring|dev] [--verbose] "
+		    "HOSTDIR MOUNTPOINT\n");
 }
 
 /* Arguments: on error one line on stderr and FM_EXIT_USAGE. */
@@ -154,6 +173,7 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 		{"locks", required_argument, NULL, 'l'},
 		{"no-openat2", no_argument, NULL, 'n'},
 		{"threads", required_argument, NULL, 't'},
+		{"transport", required_argument, NULL, 'T'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -191,6 +211,19 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 		case 'n':
 			o->no_openat2 = 1;
 			break;
+		case 'T':
+			if (strcmp(optarg, "auto") == 0) {
+				o->transport = FM_TRANSPORT_AUTO;
+			} else if (strcmp(optarg, "uring") == 0) {
+				o->transport = FM_TRANSPORT_URING;
+			} else if (strcmp(optarg, "dev") == 0) {
+				o->transport = FM_TRANSPORT_DEV;
+			} else {
+				fm_err("--transport: expected auto, uring or dev, not '%s'",
+				       optarg);
+				return -1;
+			}
+			break;
 		case 't': {
 			char *end;
 			errno = 0;
@@ -226,6 +259,11 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 	if (argc - optind != 2) {
 		fm_err("expected HOSTDIR and MOUNTPOINT, got %d argument(s) (try --help)",
 		       argc - optind);
+		return -1;
+	}
+	if (o->transport == FM_TRANSPORT_URING && o->locks == MSB_SHARE_LOCKS_HOST) {
+		fm_err("--transport uring: not with --locks host (a SETLKW may wait, and each "
+		       "io_uring queue is served by one thread); use --transport dev");
 		return -1;
 	}
 	o->host_dir = argv[optind];
@@ -325,6 +363,32 @@ static int fm_needs_reply(uint32_t opcode)
 	return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT;
 }
 
+/*
+ * FUSE over io_uring is the transport's business, not the server's: where
+ * the kernel offers it in INIT and our rings are ready, the harness accepts
+ * it in the server's reply.
+ */
+static void fm_offer_uring(struct fm *fm, const uint8_t *in, size_t n, uint8_t *out, int r)
+{
+	if (!fm->rings ||
+	    r < (int)(sizeof(struct fuse_out_header) + sizeof(struct fuse_init_out)) ||
+	    n < sizeof(struct fuse_in_header) + offsetof(struct fuse_init_in, flags2) + 4)
+		return;
+	struct fuse_init_in ii = {0};
+	size_t body = n - sizeof(struct fuse_in_header);
+	memcpy(&ii, in + sizeof(struct fuse_in_header), body < sizeof(ii) ? body : sizeof(ii));
+	struct fuse_out_header oh;
+	memcpy(&oh, out, sizeof(oh));
+	if (oh.error || !(ii.flags & FUSE_INIT_EXT) || !(ii.flags2 & FM_FUSE_OVER_IO_URING_FLAGS2))
+		return;
+	struct fuse_init_out io;
+	memcpy(&io, out + sizeof(oh), sizeof(io));
+	io.flags |= FUSE_INIT_EXT;
+	io.flags2 |= FM_FUSE_OVER_IO_URING_FLAGS2;
+	memcpy(out + sizeof(oh), &io, sizeof(io));
+	fm->uring_accepted = 1;
+}
+
 /* After INIT is answered: check the server asked for what the buffers hold. */
 static void fm_check_init(struct fm *fm, const uint8_t *out, size_t len)
 {
@@ -385,6 +449,8 @@ static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out)
 			fm_reply_error(fm, ih.unique, r >= -4095 ? r : -EIO);
 		return;
 	}
+	if (ih.opcode == FUSE_INIT && r > 0)
+		fm_offer_uring(fm, in, n, out, r);
 	if ((size_t)r > FM_OUT_BUF || (size_t)r < sizeof(struct fuse_out_header)) {
 		fm_anomaly(fm, "handle() returned %d bytes for opcode %u (buffer %u)", r, ih.opcode,
 			   FM_OUT_BUF);
@@ -526,6 +592,106 @@ static void *fm_worker(void *arg)
 	free(in);
 	free(out);
 	return NULL;
+}
+
+static void fm_ring_anomaly(void *ctx, const char *msg)
+{
+	fm_anomaly(ctx, "%s", msg);
+}
+
+static void fm_ring_verbose(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fm_err("%s", msg);
+}
+
+/* The fuse module's enable_uring parameter: 1 on, 0 off or absent (before 6.14). */
+static int fm_uring_enabled(void)
+{
+	char c = 0;
+	FILE *f = fopen(FM_ENABLE_URING, "re");
+	if (!f)
+		return 0;
+	if (fread(&c, 1, 1, f) != 1)
+		c = 0;
+	fclose(f);
+	return c == 'Y' || c == 'y' || c == '1';
+}
+
+/*
+ * Before the mount: the io_uring queues, where the transport allows them.
+ * 0 (with or without rings: auto falls back to /dev/fuse), -1 for a failure
+ * that --transport uring cannot do without.
+ */
+static int fm_rings_setup(struct fm *fm)
+{
+	if (fm->opt.transport == FM_TRANSPORT_DEV ||
+	    (fm->opt.transport == FM_TRANSPORT_AUTO && fm->opt.locks == MSB_SHARE_LOCKS_HOST))
+		return 0;
+	const char *why_not = NULL;
+	char why[256] = "";
+	if (!fm_uring_enabled()) {
+		why_not = "the fuse module's enable_uring is off or absent (Linux 6.14+: echo Y "
+			  "> " FM_ENABLE_URING ")";
+	} else {
+		struct fm_ring_hooks hooks = {
+			.ctx = fm,
+			.anomaly = fm_ring_anomaly,
+			.verbose = fm->opt.verbose ? fm_ring_verbose : NULL,
+		};
+		if (fm_rings_prepare(fm->fuse_fd, &fm->srv, &hooks, &fm->rings, why, sizeof(why)) <
+		    0)
+			why_not = why;
+	}
+	if (!why_not)
+		return 0;
+	if (fm->opt.transport == FM_TRANSPORT_URING) {
+		fm_err("--transport uring: %s", why_not);
+		return -1;
+	}
+	if (fm->opt.verbose)
+		fm_err("transport: /dev/fuse (io_uring: %s)", why_not);
+	return 0;
+}
+
+/* After INIT: start the queues the kernel accepted, or let them go. */
+static int fm_rings_start(struct fm *fm)
+{
+	if (!fm->rings)
+		return 0;
+	if (!fm->uring_accepted) {
+		fm_rings_stop(fm->rings);
+		fm->rings = NULL;
+		if (fm->opt.transport == FM_TRANSPORT_URING) {
+			fm_err("--transport uring: the kernel did not offer FUSE_OVER_IO_URING");
+			return -1;
+		}
+		if (fm->opt.verbose)
+			fm_err("transport: /dev/fuse (the kernel did not offer io_uring)");
+		return 0;
+	}
+	char why[256] = "";
+	if (fm_rings_go(fm->rings, why, sizeof(why)) < 0) {
+		/*
+		 * A refused REGISTER turns io_uring off for the connection, and
+		 * the kernel goes on through /dev/fuse; anything else leaves
+		 * requests waiting for a ring that will not come.
+		 */
+		fm_err("FUSE over io_uring: %s", why);
+		return -1;
+	}
+	if (fm->opt.verbose)
+		fm_err("transport: io_uring, %u queues", fm_rings_count(fm->rings));
+	return 0;
+}
+
+/* Parked workers wait on pool_cond, not in a system call. */
+static void fm_wake_parked(void *arg)
+{
+	struct fm *fm = arg;
+	pthread_mutex_lock(&fm->pool_lock);
+	pthread_cond_broadcast(&fm->pool_cond);
+	pthread_mutex_unlock(&fm->pool_lock);
 }
 
 static void fm_wake(int sig)
@@ -686,6 +852,8 @@ int main(int argc, char **argv)
 		 "fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,"
 		 "max_read=%u",
 		 fm.fuse_fd, FM_MAX_IO);
+	if (fm_rings_setup(&fm) < 0)
+		goto out;
 	if (mount("msbfs", mnt, "fuse.msbfs", MS_NOSUID | MS_NODEV, opts) < 0) {
 		fm_err("mount %s: %s", mnt, strerror(errno));
 		goto out;
@@ -717,6 +885,8 @@ int main(int argc, char **argv)
 			fm_err("FUSE_INIT failed: %s", strerror(-init_state));
 		goto out;
 	}
+	if (fm_rings_start(&fm) < 0)
+		goto out;
 
 	printf("ready\n");
 	fflush(stdout);
@@ -736,23 +906,10 @@ out:
 	pthread_mutex_lock(&fm.pool_lock); /* no worker starts another after this */
 	int nthreads = fm.nthreads;
 	pthread_mutex_unlock(&fm.pool_lock);
-	for (int i = 0; i < nthreads; i++) {
-		for (;;) {
-			pthread_mutex_lock(&fm.pool_lock); /* parked workers */
-			pthread_cond_broadcast(&fm.pool_cond);
-			pthread_mutex_unlock(&fm.pool_lock);
-			pthread_kill(fm.threads[i], SIGUSR1);
-			struct timespec t;
-			clock_gettime(CLOCK_REALTIME, &t);
-			t.tv_nsec += 50 * 1000 * 1000;
-			if (t.tv_nsec >= 1000000000L) {
-				t.tv_sec++;
-				t.tv_nsec -= 1000000000L;
-			}
-			if (pthread_timedjoin_np(fm.threads[i], NULL, &t) == 0)
-				break;
-		}
-	}
+	for (int i = 0; i < nthreads; i++)
+		fm_join_poking(fm.threads[i], fm_wake_parked, &fm);
+	fm_rings_stop(fm.rings);
+	fm.rings = NULL;
 	/* The last reference to the device: the kernel aborts the connection. */
 	if (fm.fuse_fd >= 0)
 		close(fm.fuse_fd);

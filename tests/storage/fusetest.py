@@ -82,6 +82,21 @@ class HarnessError(Exception):
         self.stderr = stderr
 
 
+ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
+
+
+def transport_args(args):
+    """--transport from MSB_TEST_TRANSPORT (run.py's passes), unless the test chose.
+
+    A share with host locks is served over /dev/fuse whatever the pass: the
+    harness refuses io_uring there (a SETLKW may wait)."""
+    t = os.environ.get('MSB_TEST_TRANSPORT')
+    if not t or '--transport' in args or ('--locks' in args and
+                                          args[args.index('--locks') + 1:][:1] == ['host']):
+        return []
+    return ['--transport', t]
+
+
 class Mount:
     """One msb-fusemount process serving host_dir on mnt."""
 
@@ -97,7 +112,7 @@ class Mount:
 
     def start(self, timeout=20):
         self.proc = subprocess.Popen(
-            [harness_path()] + self.args + [self.host_dir, self.mnt],
+            [harness_path()] + transport_args(self.args) + self.args + [self.host_dir, self.mnt],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
             env=self.env)
         deadline = time.monotonic() + timeout

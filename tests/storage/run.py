@@ -11,6 +11,11 @@ test_readonly, test_identity, test_random_ops, test_readdir).  Examples:
     run.py $H test_random_ops.RandomOpsIdentityOff -v
     MSB_TEST_SEED=123 MSB_TEST_OPS=5000 run.py $H test_random_ops
 
+Every suite runs twice where the kernel has FUSE over io_uring (Linux
+6.14+): over /dev/fuse, then over io_uring (the fuse module's enable_uring
+on for that pass, and back as it was after); MSB_TEST_TRANSPORT=dev|uring
+runs one.
+
 Exit 77 (skipped) when not root, without /dev/fuse, or while the storage
 module's server is not built yet (its share_open says so).
 """
@@ -65,8 +70,56 @@ def main():
         args += SUITES
     os.chdir(HERE)  # unittest imports the suites by name, from here
     sys.dont_write_bytecode = True
-    prog = unittest.main(module=None, argv=[sys.argv[0]] + args, exit=False, verbosity=2)
-    return 0 if prog.result.wasSuccessful() else 1
+    ok = True
+    for transport in transports():
+        print('== storage suites over %s' % TRANSPORTS[transport], flush=True)
+        os.environ['MSB_TEST_TRANSPORT'] = transport
+        with fuse_uring(transport == 'uring'):
+            prog = unittest.main(module=None, argv=[sys.argv[0]] + args, exit=False,
+                                 verbosity=2)
+        ok = ok and prog.result.wasSuccessful()
+    return 0 if ok else 1
+
+
+TRANSPORTS = {'dev': '/dev/fuse', 'uring': 'FUSE over io_uring'}
+
+
+def transports():
+    """/dev/fuse always; FUSE over io_uring too where the kernel has it (6.14+).
+
+    MSB_TEST_TRANSPORT=dev|uring runs one pass only."""
+    want = os.environ.get('MSB_TEST_TRANSPORT')
+    if want:
+        return [want]
+    import fusetest
+    if os.path.exists(fusetest.ENABLE_URING):
+        return ['dev', 'uring']
+    print('storage suites: this kernel has no FUSE over io_uring (%s); '
+          'the /dev/fuse pass only' % fusetest.ENABLE_URING, flush=True)
+    return ['dev']
+
+
+class fuse_uring:
+    """The fuse module's enable_uring on for a pass, and as it was afterwards."""
+
+    def __init__(self, on):
+        self.on = on
+        self.before = None
+
+    def __enter__(self):
+        import fusetest
+        if self.on:
+            with open(fusetest.ENABLE_URING) as f:
+                self.before = f.read().strip()
+            with open(fusetest.ENABLE_URING, 'w') as f:
+                f.write('Y')
+        return self
+
+    def __exit__(self, *exc):
+        import fusetest
+        if self.before is not None:
+            with open(fusetest.ENABLE_URING, 'w') as f:
+                f.write(self.before)
 
 
 if __name__ == '__main__':

@@ -70,6 +70,9 @@ class HarnessErrors(fusetest.StorageTestCase):
             (['--threads', '0', self.share, self.mnt], "--threads"),
             (['--threads', '65', self.share, self.mnt], "--threads"),
             (['--threads', 'four', self.share, self.mnt], "--threads"),
+            (['--transport', 'splice', self.share, self.mnt], "expected auto, uring or dev"),
+            (['--transport', 'uring', '--locks', 'host', self.share, self.mnt],
+             "not with --locks host"),
         ]
         for args, contains in cases:
             with self.subTest(args=args):
@@ -168,6 +171,89 @@ class HarnessLifecycle(fusetest.StorageTestCase):
         self.assertEqual(read_file(self.m('f')), b'content\n')
         write_file(self.m('g'), b'y' * (3 << 20))
         self.assertEqual(len(read_file(self.m('g'))), 3 << 20)
+
+
+def possible_cpus():
+    n = 0
+    with open('/sys/devices/system/cpu/possible') as f:
+        for part in f.read().strip().split(','):
+            a, _, b = part.partition('-')
+            n += int(b or a) - int(a) + 1
+    return n
+
+
+class HarnessTransport(fusetest.StorageTestCase):
+    """FUSE over io_uring: used where asked and the kernel offers it, refused
+    in one line where it does not, and never a silent fallback for "uring"."""
+    START_MOUNT = False
+
+    def setUp(self):
+        if not os.path.exists(fusetest.ENABLE_URING):
+            self.skipTest('this kernel has no FUSE over io_uring (%s)' % fusetest.ENABLE_URING)
+        super().setUp()
+        with open(fusetest.ENABLE_URING) as f:
+            before = f.read().strip()
+        self.addCleanup(self.set_enable_uring, before)
+
+    def set_enable_uring(self, value):
+        with open(fusetest.ENABLE_URING, 'w') as f:
+            f.write(value)
+
+    def populate(self):
+        write_file(self.h('f'), 'content\n')
+
+    def serve(self, args):
+        """Mount with args (and --verbose), exercise the share, stop; the harness's stderr."""
+        m = self.start_mount(args + ['--verbose'])
+        self.exercise()
+        self.assertEqual(m.stop(), 0, m.stderr())
+        return m.stderr()
+
+    def exercise(self):
+        self.assertEqual(read_file(self.m('f')), b'content\n')
+        write_file(self.m('g'), b'y' * (3 << 20))
+        self.assertEqual(len(read_file(self.m('g'))), 3 << 20)
+        os.rename(self.m('g'), self.m('h'))
+        os.unlink(self.m('h'))
+        self.assertEqual(sorted(os.listdir(self.mnt)), ['f'])
+
+    def test_uring_serves_every_request(self):
+        self.set_enable_uring('Y')
+        err = self.serve(['--transport', 'uring'])
+        self.assertIn('transport: io_uring, %d queues' % possible_cpus(), err)
+        # After INIT, every request that wants a reply came through a ring.
+        after_init = err.split('transport: io_uring', 1)[1]
+        ops = [ln for ln in after_init.splitlines() if ' op ' in ln]
+        self.assertTrue(any(ln.startswith('msb-fusemount: ring ') for ln in ops), err[-2000:])
+        dev_ops = [ln for ln in ops if not ln.startswith('msb-fusemount: ring ')]
+        # Only FORGET (2), BATCH_FORGET (42) and INTERRUPT (36) use /dev/fuse then.
+        self.assertEqual([ln for ln in dev_ops
+                          if ln.split(' op ')[1].split()[0] not in ('2', '42', '36')], [])
+
+    def test_uring_off_is_refused(self):
+        self.set_enable_uring('N')
+        rc, out, err = run_harness(['--transport', 'uring', self.share, self.mnt])
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(out, '')
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn('enable_uring is off', err)
+        self.assertEqual(fusetest.mounts_under(self.top), [])
+
+    def test_auto_without_uring_serves_dev(self):
+        self.set_enable_uring('N')
+        err = self.serve(['--transport', 'auto'])
+        self.assertIn('transport: /dev/fuse', err)
+        self.assertNotIn('msb-fusemount: ring ', err)
+
+    def test_auto_with_host_locks_serves_dev(self):
+        self.set_enable_uring('Y')
+        err = self.serve(['--locks', 'host'])
+        self.assertNotIn('transport: io_uring', err)
+        self.assertNotIn('msb-fusemount: ring ', err)
+
+    def test_dev_when_asked(self):
+        self.set_enable_uring('Y')
+        self.assertNotIn('msb-fusemount: ring ', self.serve(['--transport', 'dev']))
 
 
 if __name__ == '__main__':
