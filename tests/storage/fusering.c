@@ -410,7 +410,6 @@ static void *fmr_thread(void *arg)
 	int r = fmr_map(q);
 	if (r < 0) {
 		fmr_fail(q, r, "io_uring for queue %u: %s", q->qid, strerror(-r));
-		fmr_unmap(q);
 		return NULL;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -421,7 +420,6 @@ static void *fmr_thread(void *arg)
 	int go = s->go;
 	pthread_mutex_unlock(&s->lock);
 	if (go < 0) {
-		fmr_unmap(q);
 		return NULL;
 	}
 
@@ -442,7 +440,6 @@ static void *fmr_thread(void *arg)
 			r = q->cqes[h & q->cq_mask].res;
 	if (r < 0) {
 		fmr_fail(q, r, "registering io_uring queue %u: %s", q->qid, strerror(-r));
-		fmr_unmap(q);
 		return NULL;
 	}
 	fmr_set_state(q, FMR_REGISTERED);
@@ -471,7 +468,6 @@ static void *fmr_thread(void *arg)
 		}
 		atomic_store_explicit(q->cq_head, head, memory_order_release);
 	}
-	fmr_unmap(q);
 	return NULL;
 }
 
@@ -516,13 +512,15 @@ int fm_rings_prepare(int fuse_fd, const struct msb_fs_server *srv,
 	s->count = n;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	for (unsigned i = 0; i < n; i++) {
+		s->q[i].set = s;
+		s->q[i].qid = i;
+		s->q[i].fd = -1;
+		s->q[i].state = FMR_STARTING;
+	}
 	int rc = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct fm_ring *q = &s->q[i];
-		q->set = s;
-		q->qid = i;
-		q->fd = -1;
-		q->state = FMR_STARTING;
 		int e = pthread_create(&q->thread, NULL, fmr_thread, q);
 		if (e) {
 			snprintf(why, whylen, "pthread_create: %s", strerror(e));
@@ -595,6 +593,12 @@ void fm_rings_stop(struct fm_rings *s)
 			continue;
 		fm_join_poking(q->thread, NULL, NULL);
 	}
+	/*
+	 * Only now, with every thread gone: a queue whose REGISTER failed may
+	 * still have an entry the kernel holds, until its ring is closed here.
+	 */
+	for (unsigned i = 0; i < s->count; i++)
+		fmr_unmap(&s->q[i]);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
