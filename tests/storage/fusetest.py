@@ -85,6 +85,19 @@ class HarnessError(Exception):
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 
 
+def uring_unavailable():
+    """Why FUSE over io_uring cannot run here, or None."""
+    if not os.path.exists(ENABLE_URING):
+        return 'this kernel has no FUSE over io_uring (%s)' % ENABLE_URING
+    try:
+        with open('/proc/sys/kernel/io_uring_disabled') as f:
+            if f.read().strip() != '0':
+                return 'io_uring is disabled (kernel.io_uring_disabled)'
+    except OSError:
+        pass  # before 6.6 there is no such switch
+    return None
+
+
 def transport_args(args):
     """--transport from MSB_TEST_TRANSPORT (run.py's passes), unless the test chose.
 

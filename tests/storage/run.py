@@ -92,10 +92,10 @@ def transports():
     if want:
         return [want]
     import fusetest
-    if os.path.exists(fusetest.ENABLE_URING):
+    why = fusetest.uring_unavailable()
+    if not why:
         return ['dev', 'uring']
-    print('storage suites: this kernel has no FUSE over io_uring (%s); '
-          'the /dev/fuse pass only' % fusetest.ENABLE_URING, flush=True)
+    print('storage suites: %s; the /dev/fuse pass only' % why, flush=True)
     return ['dev']
 
 

@@ -194,8 +194,9 @@ class HarnessTransport(fusetest.StorageTestCase):
     START_MOUNT = False
 
     def setUp(self):
-        if not os.path.exists(fusetest.ENABLE_URING):
-            self.skipTest('this kernel has no FUSE over io_uring (%s)' % fusetest.ENABLE_URING)
+        why = fusetest.uring_unavailable()
+        if why:
+            self.skipTest(why)
         super().setUp()
         with open(fusetest.ENABLE_URING) as f:
             before = f.read().strip()
