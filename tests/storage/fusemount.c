@@ -673,9 +673,10 @@ static int fm_rings_start(struct fm *fm)
 	char why[256] = "";
 	if (fm_rings_go(fm->rings, why, sizeof(why)) < 0) {
 		/*
-		 * A refused REGISTER turns io_uring off for the connection, and
-		 * the kernel goes on through /dev/fuse; anything else leaves
-		 * requests waiting for a ring that will not come.
+		 * A setup failure either way: a refused REGISTER turns io_uring
+		 * off for the connection, but a queue that never answered would
+		 * leave requests waiting for a ring that will not come, and the
+		 * harness does not go on half set up.
 		 */
 		fm_err("FUSE over io_uring: %s", why);
 		return -1;

@@ -85,6 +85,15 @@ class HarnessError(Exception):
 ENABLE_URING = '/sys/module/fuse/parameters/enable_uring'
 
 
+def set_enable_uring(value):
+    """Write the fuse module's enable_uring ('Y' or 'N'); returns what it was."""
+    with open(ENABLE_URING) as f:
+        before = f.read().strip()
+    with open(ENABLE_URING, 'w') as f:
+        f.write(value)
+    return before
+
+
 def uring_unavailable():
     """Why FUSE over io_uring cannot run here, or None."""
     if not os.path.exists(ENABLE_URING):

@@ -19,6 +19,7 @@ runs one.
 Exit 77 (skipped) when not root, without /dev/fuse, or while the storage
 module's server is not built yet (its share_open says so).
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -99,27 +100,16 @@ def transports():
     return ['dev']
 
 
-class fuse_uring:
+@contextlib.contextmanager
+def fuse_uring(on):
     """The fuse module's enable_uring on for a pass, and as it was afterwards."""
-
-    def __init__(self, on):
-        self.on = on
-        self.before = None
-
-    def __enter__(self):
-        import fusetest
-        if self.on:
-            with open(fusetest.ENABLE_URING) as f:
-                self.before = f.read().strip()
-            with open(fusetest.ENABLE_URING, 'w') as f:
-                f.write('Y')
-        return self
-
-    def __exit__(self, *exc):
-        import fusetest
-        if self.before is not None:
-            with open(fusetest.ENABLE_URING, 'w') as f:
-                f.write(self.before)
+    import fusetest
+    before = fusetest.set_enable_uring('Y') if on else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            fusetest.set_enable_uring(before)
 
 
 if __name__ == '__main__':

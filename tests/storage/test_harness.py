@@ -198,13 +198,8 @@ class HarnessTransport(fusetest.StorageTestCase):
         if why:
             self.skipTest(why)
         super().setUp()
-        with open(fusetest.ENABLE_URING) as f:
-            before = f.read().strip()
-        self.addCleanup(self.set_enable_uring, before)
-
-    def set_enable_uring(self, value):
-        with open(fusetest.ENABLE_URING, 'w') as f:
-            f.write(value)
+        before = fusetest.set_enable_uring('N')
+        self.addCleanup(fusetest.set_enable_uring, before)
 
     def populate(self):
         write_file(self.h('f'), 'content\n')
@@ -225,7 +220,7 @@ class HarnessTransport(fusetest.StorageTestCase):
         self.assertEqual(sorted(os.listdir(self.mnt)), ['f'])
 
     def test_uring_serves_every_request(self):
-        self.set_enable_uring('Y')
+        fusetest.set_enable_uring('Y')
         err = self.serve(['--transport', 'uring'])
         self.assertIn('transport: io_uring, %d queues' % possible_cpus(), err)
         # After INIT, every request that wants a reply came through a ring.
@@ -238,7 +233,7 @@ class HarnessTransport(fusetest.StorageTestCase):
                           if ln.split(' op ')[1].split()[0] not in ('2', '42', '36')], [])
 
     def test_uring_off_is_refused(self):
-        self.set_enable_uring('N')
+        fusetest.set_enable_uring('N')
         rc, out, err = run_harness(['--transport', 'uring', self.share, self.mnt])
         self.assertEqual(rc, 1, err)
         self.assertEqual(out, '')
@@ -247,19 +242,19 @@ class HarnessTransport(fusetest.StorageTestCase):
         self.assertEqual(fusetest.mounts_under(self.top), [])
 
     def test_auto_without_uring_serves_dev(self):
-        self.set_enable_uring('N')
+        fusetest.set_enable_uring('N')
         err = self.serve(['--transport', 'auto'])
         self.assertIn('transport: /dev/fuse', err)
         self.assertNotIn('msb-fusemount: ring ', err)
 
     def test_auto_with_host_locks_serves_dev(self):
-        self.set_enable_uring('Y')
+        fusetest.set_enable_uring('Y')
         err = self.serve(['--locks', 'host'])
         self.assertNotIn('transport: io_uring', err)
         self.assertNotIn('msb-fusemount: ring ', err)
 
     def test_dev_when_asked(self):
-        self.set_enable_uring('Y')
+        fusetest.set_enable_uring('Y')
         self.assertNotIn('msb-fusemount: ring ', self.serve(['--transport', 'dev']))
 
 
