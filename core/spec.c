@@ -965,7 +965,7 @@ static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 		if (strcmp(v->target, "/") == 0)
 			return msb_error_set(
 				err, -EINVAL,
-				"--volume %s:%s: cannot mount over the guest's / (expected "
+				"--volume '%s:%s': cannot mount over the guest's / (expected "
 				"a directory below it)",
 				v->source, v->target);
 		for (size_t k = 0; k < sizeof(reserved_targets) / sizeof(reserved_targets[0]);
@@ -976,7 +976,7 @@ static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 			    (v->target[tl] == '\0' || v->target[tl] == '/'))
 				return msb_error_set(
 					err, -EINVAL,
-					"--volume %s:%s: %s is %s (expected a guest path outside "
+					"--volume '%s:%s': %s is %s (expected a guest path outside "
 					"/proc, /sys, /dev, /run and /.msb)",
 					v->source, v->target, t,
 					k == 0 ? "reserved for the guest agent"
@@ -996,12 +996,12 @@ static int validate_volumes(struct msb_spec *s, struct msb_error *err)
 		if (!realpath(v->source, real) || stat(real, &st) < 0)
 			return msb_error_errno(
 				err, -errno,
-				"--volume %s:%s: host path '%s' (expected an existing "
+				"--volume '%s:%s': host path '%s' (expected an existing "
 				"directory)",
 				v->source, v->target, v->source);
 		if (!S_ISDIR(st.st_mode))
 			return msb_error_set(err, -ENOTDIR,
-					     "--volume %s:%s: host path '%s' is not a directory "
+					     "--volume '%s:%s': host path '%s' is not a directory "
 					     "(expected a directory: shares are directories)",
 					     v->source, v->target, v->source);
 		char *c = strdup(real);

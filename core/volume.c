@@ -358,7 +358,9 @@ int msb_volume_remove(struct msb_state *st, const char *name, int force, struct 
 		return r;
 	cleanup_fd int dfd = open_volumes(st->home, 0, err);
 	if (dfd == -ENOENT)
-		return msb_error_set(err, -ENOENT, "no volume named '%s'", name);
+		return msb_error_set(err, -ENOENT,
+				     "no volume named '%s' (expected one msb volume ls lists)",
+				     name);
 	if (dfd < 0)
 		return dfd;
 	cleanup_fd int lk = lock_volumes(dfd, err);
@@ -366,7 +368,9 @@ int msb_volume_remove(struct msb_state *st, const char *name, int force, struct 
 		return lk;
 	struct stat sst;
 	if (fstatat(dfd, name, &sst, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(sst.st_mode))
-		return msb_error_set(err, -ENOENT, "no volume named '%s'", name);
+		return msb_error_set(err, -ENOENT,
+				     "no volume named '%s' (expected one msb volume ls lists)",
+				     name);
 	if (!force) {
 		struct msb_volume_user *u;
 		size_t n;
@@ -412,7 +416,7 @@ int msb_volumes_resolve(const char *home, struct msb_spec *spec, struct msb_erro
 			struct stat st;
 			if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
 				return msb_error_set(err, -ENOENT,
-						     "--volume %s:%s: volume '%s' does not exist "
+						     "--volume '%s:%s': volume '%s' does not exist "
 						     "(expected a volume msb volume ls lists; msb "
 						     "volume create %s makes it)",
 						     v->source, v->target, v->source, v->source);
