@@ -109,6 +109,27 @@ static void test_good_chain(void **state)
 	assert_false(q.broken);
 }
 
+/* vq_pending: a chain offered and not yet popped, and never on a broken queue. */
+static void test_pending(void **state)
+{
+	(void)state;
+	assert_false(vq_pending(&q));
+	desc(0, DATA, 16, 0, 0);
+	desc(1, DATA + 16, 16, 0, 0);
+	uint16_t h[2] = {0, 1};
+	offer(h, 2);
+	assert_true(vq_pending(&q));
+	assert_int_equal(vq_pop(&q, &e), 1);
+	assert_true(vq_pending(&q));
+	assert_int_equal(vq_pop(&q, &e), 1);
+	assert_false(vq_pending(&q));
+	uint16_t bad = QSIZE; /* a head outside the table breaks the queue */
+	offer(&bad, 1);
+	assert_true(vq_pending(&q));
+	assert_int_equal(vq_pop(&q, &e), -22);
+	assert_false(vq_pending(&q));
+}
+
 static void expect_broken(void)
 {
 	assert_int_equal(vq_pop(&q, &e), -22);
@@ -260,6 +281,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_good_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_self_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_address_out_of_range, setup, teardown),

@@ -14,13 +14,16 @@
  * followed.  What reaches the server is a set of iovecs inside guest RAM;
  * their contents are hostile and the server parses them.
  *
- * Threads: a queue kick arrives on the VMM thread, which only wakes the
- * device's worker threads (class MSB_THREAD_IO); they pop chains under the
- * device lock and call server->handle without any lock held, so a slow
- * request (a large read, a blocking host file system) never stalls the VMM
- * thread, other devices, or the vCPUs, and several requests of one queue run
- * at once (the server may be called from several threads, per the ABI).
- * Completions go back in whatever order they finish, as virtio allows.
+ * Threads: a queue kick arrives on the VMM thread, which only wakes one of
+ * the device's idle worker threads (class MSB_THREAD_IO); they pop chains
+ * under the device lock and call server->handle without any lock held, so a
+ * slow request (a large read, a blocking host file system) never stalls the
+ * VMM thread, other devices, or the vCPUs.  A worker that takes a chain and
+ * sees another one waiting wakes one more idle worker before it serves its
+ * own, so several requests of one queue run at once (the server may be
+ * called from several threads, per the ABI) while a lone request wakes one
+ * thread, not all of them.  Completions go back in whatever order they
+ * finish, as virtio allows.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -67,10 +70,15 @@ struct fs {
 	struct vdev dev; /* first: the vdev is the fs */
 	struct msb_fs_server srv;
 	struct fs_config cfg;
-	/* Wakes the workers: `kicks` counts queue notifications, `stop` ends them. */
+	/*
+	 * Wakes the workers: `kicks` counts queue notifications (and chains a
+	 * worker saw waiting), `idle` the workers asleep in cond, `stop` ends
+	 * them.
+	 */
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
 	uint64_t kicks;
+	unsigned idle;
 	bool stop;
 	/*
 	 * Bumped by a device reset: a request that was in flight across a reset
@@ -103,11 +111,39 @@ static uint32_t fs_error_reply(const struct vq_elem *e, int code)
 	return (uint32_t)vq_write(e, 0, out, sizeof(out));
 }
 
+/* Count a kick and wake one idle worker, if any, to look at the queues. */
+static void fs_wake_one(struct fs *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->kicks++;
+	if (f->idle)
+		pthread_cond_signal(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+}
+
+/*
+ * A chain is still waiting after ours: hand it to an idle worker rather than
+ * leave it until we are done.  `idle` is read without the lock as a hint; a
+ * worker going to sleep rechecks `kicks` under it, and a chain made
+ * available after this look comes with its own kick.
+ */
+static void fs_pass_on(struct fs *f)
+{
+	if (!__atomic_load_n(&f->idle, __ATOMIC_RELAXED))
+		return;
+	for (unsigned q = 0; q < FS_NQUEUES; q++)
+		if (vdev_pending(&f->dev, q)) {
+			fs_wake_one(f);
+			return;
+		}
+}
+
 /* Serve one chain of queue q; false when the queue had none. */
 static bool fs_serve_one(struct fs *f, unsigned q, struct vq_elem *e)
 {
 	if (vdev_pop(&f->dev, q, e) <= 0)
 		return false;
+	fs_pass_on(f);
 	unsigned gen = atomic_load(&f->generation);
 	int n = f->srv.handle(f->srv.ctx, e->read, e->nread, e->write, e->nwrite);
 	uint32_t used;
@@ -138,22 +174,21 @@ static void *fs_worker_main(void *arg)
 				did = true;
 		pthread_mutex_lock(&f->mu);
 		/* A kick that came while we were serving means: look again before sleeping. */
-		if (!did && f->kicks == seen && !f->stop)
+		if (!did && f->kicks == seen && !f->stop) {
+			__atomic_store_n(&f->idle, f->idle + 1, __ATOMIC_RELAXED);
 			pthread_cond_wait(&f->cond, &f->mu);
+			__atomic_store_n(&f->idle, f->idle - 1, __ATOMIC_RELAXED);
+		}
 	}
 	pthread_mutex_unlock(&f->mu);
 	return NULL;
 }
 
-/* VMM thread: only wake the workers. */
+/* VMM thread: only wake a worker (it wakes more if more chains wait). */
 static void fs_notify(struct vdev *d, unsigned q)
 {
 	(void)q;
-	struct fs *f = (struct fs *)d;
-	pthread_mutex_lock(&f->mu);
-	f->kicks++;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->mu);
+	fs_wake_one((struct fs *)d);
 }
 
 static void fs_reset(struct vdev *d)

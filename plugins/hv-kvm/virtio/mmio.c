@@ -121,6 +121,14 @@ int vdev_pop(struct vdev *d, unsigned q, struct vq_elem *e)
 	return r;
 }
 
+bool vdev_pending(struct vdev *d, unsigned q)
+{
+	pthread_mutex_lock(&d->lock);
+	bool r = vq_pending(&d->vqs[q]);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
 void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written)
 {
 	pthread_mutex_lock(&d->lock);

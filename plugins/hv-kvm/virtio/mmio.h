@@ -70,6 +70,8 @@ void vdev_mmio(struct vdev *d, uint64_t off, uint8_t *data, unsigned size, bool 
  * NEEDS_RESET.  vdev_push returns a chain with `written` bytes.
  */
 int vdev_pop(struct vdev *d, unsigned q, struct vq_elem *e);
+/* vq_pending under the device lock: a chain of queue q is waiting (a hint). */
+bool vdev_pending(struct vdev *d, unsigned q);
 void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written);
 /* Tell the driver that used buffers are ready (raises the interrupt). */
 void vdev_signal_used(struct vdev *d);

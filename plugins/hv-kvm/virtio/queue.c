@@ -110,6 +110,14 @@ int vq_pop(struct vq *q, struct vq_elem *e)
 	return 1;
 }
 
+bool vq_pending(const struct vq *q)
+{
+	if (!q->ready || q->broken)
+		return false;
+	const uint8_t *avail = gmem_ptr(q->mem, q->avail_gpa, 4 + 2u * q->size);
+	return load16(avail + 2) != q->last_avail;
+}
+
 void vq_push(struct vq *q, uint16_t head, uint32_t written)
 {
 	if (!q->ready)

@@ -47,6 +47,8 @@ void vq_reset(struct vq *q);
  * -EINVAL for a malformed chain (the queue is then broken and pops nothing).
  */
 int vq_pop(struct vq *q, struct vq_elem *e);
+/* Whether the driver has made a chain available that vq_pop has not taken (a hint). */
+bool vq_pending(const struct vq *q);
 /* Return a chain to the driver with `written` bytes written into it. */
 void vq_push(struct vq *q, uint16_t head, uint32_t written);
 /* Copy from a chain's readable buffers starting at byte `off`; returns bytes copied. */
