@@ -104,7 +104,7 @@ class Sdk(unittest.TestCase):
                            capture_output=True, env=env, timeout=60)
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stderr.decode().splitlines(),
-                         ["sdk: --volume nosuchvol:/data: volume 'nosuchvol' does not exist "
+                         ["sdk: --volume 'nosuchvol:/data': volume 'nosuchvol' does not exist "
                           "(expected a volume msb volume ls lists; msb volume create nosuchvol "
                           "makes it)"])
         self.assertEqual(self.sandboxes(), [])
