@@ -310,7 +310,7 @@ check "share rw: symlinks made on either side read back" "host-file guest-file f
 # 6.1 tmpfs, whose readdir cookies are positions: tests/storage/test_readdir.py).
 # 600 entries are six or more readdir batches.  (1500 were: in the nested test
 # host, about one such run in ten never finished, its vCPU busy and the guest
-# silent; under investigation, see the session notes.  Fewer requests, fewer
+# silent; see tests/kvmhost/README.md, "Known problem".  Fewer requests, fewer
 # chances.)
 mkdir "$share/rw/many" && (cd "$share/rw/many" && seq -f 'file-%05g' 1 600 | xargs touch)
 out=$("$msb" run --rootfs "$root" -v "$share/rw:/mnt/rw" -- sh -c 'rm -rf /mnt/rw/many && echo gone' 2>&1)
