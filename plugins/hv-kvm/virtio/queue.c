@@ -55,13 +55,22 @@ static int broken(struct vq *q)
 	return -EINVAL;
 }
 
-int vq_pop(struct vq *q, struct vq_elem *e)
+/*
+ * Chains the driver has made available that we have not taken (0 on a dead
+ * queue); *ring is the avail ring when that is not 0.
+ */
+static uint16_t avail_pending(const struct vq *q, const uint8_t **ring)
 {
 	if (!q->ready || q->broken)
 		return 0;
-	const uint8_t *avail = gmem_ptr(q->mem, q->avail_gpa, 4 + 2u * q->size);
-	uint16_t avail_idx = load16(avail + 2);
-	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
+	*ring = gmem_ptr(q->mem, q->avail_gpa, 4 + 2u * q->size);
+	return (uint16_t)(load16(*ring + 2) - q->last_avail);
+}
+
+int vq_pop(struct vq *q, struct vq_elem *e)
+{
+	const uint8_t *avail = NULL;
+	uint16_t pending = avail_pending(q, &avail);
 	if (pending == 0)
 		return 0;
 	/* The driver cannot have more chains outstanding than the queue holds. */
@@ -112,10 +121,8 @@ int vq_pop(struct vq *q, struct vq_elem *e)
 
 bool vq_pending(const struct vq *q)
 {
-	if (!q->ready || q->broken)
-		return false;
-	const uint8_t *avail = gmem_ptr(q->mem, q->avail_gpa, 4 + 2u * q->size);
-	return load16(avail + 2) != q->last_avail;
+	const uint8_t *avail;
+	return avail_pending(q, &avail) != 0;
 }
 
 void vq_push(struct vq *q, uint16_t head, uint32_t written)
