@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "seccomp-filters.h"
 #include "secretval.h"
 
 static struct msb_instance *instance_of(const struct msb_host *h)
@@ -130,28 +132,31 @@ struct thread_start {
 	void *arg;
 	char name[16];
 	int thread_class;
+	sem_t started; /* posted once the filter is in (or failed to go in) */
+	int result;
+	char why[200];
 };
 
 static void *thread_trampoline(void *p)
 {
-	struct thread_start ts = *(struct thread_start *)p;
-	free(p);
-	pthread_setname_np(pthread_self(), ts.name);
-	/*
-	 * Signals belong to the supervisor's main thread; a module thread
-	 * never handles them.  Per-class seccomp filters are installed here
-	 * (docs/plugin-abi.md "Threads") once the supervisor lands.
-	 */
+	struct thread_start *ts = p;
+	void *(*fn)(void *) = ts->fn;
+	void *arg = ts->arg;
+	pthread_setname_np(pthread_self(), ts->name);
+	/* Signals belong to the supervisor's main thread; a module thread never handles them. */
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	return ts.fn(ts.arg);
+	/* The class's seccomp filter before any of the module's code runs (core/seccomp.c). */
+	ts->result = msb_seccomp_enter(ts->thread_class, ts->why, sizeof(ts->why));
+	int ok = ts->result == 0;
+	sem_post(&ts->started); /* ts is the creator's again from here */
+	return ok ? fn(arg) : NULL;
 }
 
-static int host_thread_create(const struct msb_host *h, int thread_class, const char *name,
-			      void *(*fn)(void *), void *arg, unsigned long *tid)
+int msb_thread_start(int thread_class, const char *name, void *(*fn)(void *), void *arg,
+		     unsigned long *tid)
 {
-	(void)h;
 	if (!fn || thread_class < MSB_THREAD_VMM || thread_class > MSB_THREAD_PROXY)
 		return -EINVAL;
 	struct thread_start *ts = calloc(1, sizeof(*ts));
@@ -161,6 +166,7 @@ static int host_thread_create(const struct msb_host *h, int thread_class, const 
 	ts->arg = arg;
 	ts->thread_class = thread_class;
 	snprintf(ts->name, sizeof(ts->name), "%s", name ? name : "msb-module");
+	sem_init(&ts->started, 0, 0);
 	/*
 	 * Small stacks: module threads run loops, not deep recursions, and a
 	 * stack under 2 MiB is never backed by a transparent huge page (a
@@ -172,13 +178,30 @@ static int host_thread_create(const struct msb_host *h, int thread_class, const 
 	pthread_t t;
 	int r = pthread_create(&t, &attr, thread_trampoline, ts);
 	pthread_attr_destroy(&attr);
-	if (r) {
-		free(ts);
-		return -r;
+	if (r == 0) {
+		while (sem_wait(&ts->started) < 0 && errno == EINTR)
+			;
+		r = ts->result;
+		if (r < 0) {
+			/* Fail closed: the thread never ran the module's code. */
+			pthread_join(t, NULL);
+			msb_log(MSB_LOG_ERROR, "core", "thread %s: %s", ts->name, ts->why);
+		}
+	} else {
+		r = -r;
 	}
-	if (tid)
+	sem_destroy(&ts->started);
+	free(ts);
+	if (r == 0 && tid)
 		*tid = (unsigned long)t;
-	return 0;
+	return r;
+}
+
+static int host_thread_create(const struct msb_host *h, int thread_class, const char *name,
+			      void *(*fn)(void *), void *arg, unsigned long *tid)
+{
+	(void)h;
+	return msb_thread_start(thread_class, name, fn, arg, tid);
 }
 
 int msb_instance_create(const struct msb_module *m, const char *sandbox_name, const char *state_dir,

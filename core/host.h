@@ -31,6 +31,14 @@ struct msb_instance {
 int msb_instance_create(const struct msb_module *m, const char *sandbox_name, const char *state_dir,
 			const char *spec_json, struct msb_loop *loop, struct msb_instance **out,
 			struct msb_error *err);
+/*
+ * host->thread_create: a thread of thread_class (MSB_THREAD_*) running
+ * fn(arg) under its class's seccomp filter (core/seccomp.c), or a negative
+ * errno, logged, when the filter cannot be installed: the thread then never
+ * runs fn.
+ */
+int msb_thread_start(int thread_class, const char *name, void *(*fn)(void *), void *arg,
+		     unsigned long *tid);
 int msb_instance_phase(struct msb_instance *in, int phase, struct msb_error *err);
 void msb_instance_destroy(struct msb_instance *in);
 

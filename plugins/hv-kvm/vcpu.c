@@ -183,6 +183,28 @@ int vcpu_setup_boot(struct vcpu *c, uint64_t entry, uint64_t boot_params, struct
 	return 0;
 }
 
+/*
+ * Where the guest was when it died: one line for the log (and the reason,
+ * for the exit detail), read from this vCPU by its own thread.
+ */
+static void fatal_state(struct vcpu *c, const char *what, char *detail, size_t len)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	if (ioctl(c->fd, KVM_GET_REGS, &r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &s) < 0) {
+		snprintf(detail, len, "%s", what);
+		return;
+	}
+	snprintf(detail, len, "%s at rip %#llx", what, (unsigned long long)r.rip);
+	c->vm->host->log(c->vm->host, MSB_LOG_WARN,
+			 "vCPU %d: %s: rip %#llx rsp %#llx rflags %#llx cs %#x cr0 %#llx "
+			 "cr2 %#llx cr3 %#llx cr4 %#llx efer %#llx",
+			 c->index, what, (unsigned long long)r.rip, (unsigned long long)r.rsp,
+			 (unsigned long long)r.rflags, s.cs.selector, (unsigned long long)s.cr0,
+			 (unsigned long long)s.cr2, (unsigned long long)s.cr3,
+			 (unsigned long long)s.cr4, (unsigned long long)s.efer);
+}
+
 static void kick_handler(int sig)
 {
 	(void)sig;
@@ -229,10 +251,13 @@ static void *vcpu_thread(void *arg)
 			vm_mmio(vm, run->mmio.phys_addr, run->mmio.data,
 				run->mmio.len <= 8 ? run->mmio.len : 8, run->mmio.is_write);
 			break;
-		case KVM_EXIT_SHUTDOWN:
+		case KVM_EXIT_SHUTDOWN: {
 			/* A triple fault: on a PC that resets the machine. */
-			vm_request_exit(vm, VM_EXIT_REBOOT, "the guest triple-faulted (reset)");
+			char why[128];
+			fatal_state(c, "the guest triple-faulted (reset)", why, sizeof(why));
+			vm_request_exit(vm, VM_EXIT_REBOOT, why);
 			return NULL;
+		}
 		case KVM_EXIT_SYSTEM_EVENT:
 			vm_request_exit(vm, VM_EXIT_REBOOT, "the guest asked for a system reset");
 			return NULL;
@@ -243,17 +268,19 @@ static void *vcpu_thread(void *arg)
 		case KVM_EXIT_INTR:
 			break;
 		case KVM_EXIT_FAIL_ENTRY: {
-			char why[128];
-			snprintf(why, sizeof(why), "vCPU %d: entry failed (reason 0x%llx)",
+			char what[64], why[128];
+			snprintf(what, sizeof(what), "vCPU %d: entry failed (reason 0x%llx)",
 				 c->index,
 				 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			fatal_state(c, what, why, sizeof(why));
 			vm_request_exit(vm, VM_EXIT_ERROR, why);
 			return NULL;
 		}
 		case KVM_EXIT_INTERNAL_ERROR: {
-			char why[128];
-			snprintf(why, sizeof(why), "vCPU %d: KVM internal error %u", c->index,
+			char what[64], why[128];
+			snprintf(what, sizeof(what), "vCPU %d: KVM internal error %u", c->index,
 				 run->internal.suberror);
+			fatal_state(c, what, why, sizeof(why));
 			vm_request_exit(vm, VM_EXIT_ERROR, why);
 			return NULL;
 		}
