@@ -81,7 +81,10 @@ static int run(const char *name)
 		};
 		const struct msb_hv_ops *hv = &l.hv->ops.hv;
 		int exit_fd = hv->exit_fd ? hv->exit_fd(sb.hv->inst) : -1;
-		status = cli_session_run(sb.agent, &req, "run", exit_fd, &err);
+		/* From here on this thread reads the guest agent's frames: under a filter. */
+		status = msb_sandbox_confine(&err) < 0
+				 ? -1
+				 : cli_session_run(sb.agent, &req, "run", exit_fd, &err);
 		if (status < 0 || err.msg[0]) {
 			char why[300];
 			const char *vm = msb_sandbox_exit_reason(&sb, why, sizeof(why));

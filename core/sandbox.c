@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "seccomp-filters.h"
 #include "secretval.h"
 
 static char *first_existing(const char *const *candidates)
@@ -560,6 +561,13 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
 fail:
 	msb_sandbox_stop(sb, 0);
 	return r;
+}
+
+int msb_sandbox_confine(struct msb_error *err)
+{
+	char why[200];
+	int r = msb_seccomp_enter(MSB_SECCOMP_SUPERVISOR, why, sizeof(why));
+	return r < 0 ? msb_error_set(err, r, "%s", why) : 0;
 }
 
 void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms)

@@ -104,6 +104,12 @@ int msb_sandbox_boot(struct msb_sandbox *sb, const struct msb_spec *spec,
  * (killed after timeout_ms).  Safe on a half-booted sandbox.
  */
 void msb_sandbox_stop(struct msb_sandbox *sb, int timeout_ms);
+/*
+ * Once the sandbox is up, put the calling (main) thread under the
+ * supervisor's seccomp filter (core/seccomp-filters.h): it decodes the
+ * guest agent's frames from here on.  For the rest of the process's life.
+ */
+int msb_sandbox_confine(struct msb_error *err);
 /* How the VM ended, as "reason: detail", or NULL while it runs. */
 const char *msb_sandbox_exit_reason(struct msb_sandbox *sb, char *buf, size_t len);
 

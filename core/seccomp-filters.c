@@ -16,8 +16,9 @@
  * nodes.  Anything refused kills the process: a sandbox whose monitor is
  * subverted dies with it.
  *
- * Each filter is compiled once per process with libseccomp, exported as
- * BPF and loaded per thread with seccomp(2); x86-64 only, like hv-kvm.
+ * Each filter is compiled once per process with libseccomp (a binary tree
+ * on the call number), exported as BPF and loaded per thread with
+ * seccomp(2); x86-64 only, like hv-kvm.  bench/seccomp measures the cost.
  * libseccomp's generated filter also kills other ABIs (i386, x32).
  */
 #include "seccomp-filters.h"
@@ -45,7 +46,8 @@
 #include <linux/kvm.h>
 #include <msb/msb-plugin.h>
 
-#define NCLASSES (MSB_THREAD_PROXY + 1)
+/* The classes, and the supervisor's own main thread once the VM is up (seccomp-filters.h). */
+#define NCLASSES (MSB_SECCOMP_SUPERVISOR + 1)
 
 /* What no module thread may do, whatever its class. */
 static const char *const denied[] = {
@@ -162,6 +164,7 @@ static const char *const class_names[NCLASSES] = {
 	[MSB_THREAD_VCPU] = "vcpu",
 	[MSB_THREAD_IO] = "io",
 	[MSB_THREAD_PROXY] = "proxy",
+	[MSB_SECCOMP_SUPERVISOR] = "supervisor",
 };
 
 const char *msb_seccomp_class_name(int thread_class)
@@ -204,8 +207,12 @@ static int add_denylist(scmp_filter_ctx ctx, int thread_class)
 	/* clone3's flags are behind a pointer the filter cannot read: glibc falls back to clone. */
 	if (r == 0)
 		r = rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL);
-	/* A proxy enters the sandbox's network namespace; nothing else enters any. */
-	if (r == 0 && thread_class == MSB_THREAD_PROXY)
+	/*
+	 * A proxy enters the sandbox's network namespace, and so do the network
+	 * module's short-lived helper threads that the supervisor's main thread
+	 * starts; nothing enters any other kind.
+	 */
+	if (r == 0 && (thread_class == MSB_THREAD_PROXY || thread_class == MSB_SECCOMP_SUPERVISOR))
 		r = RULE(ctx, kill, "setns", SCMP_A1(SCMP_CMP_NE, CLONE_NEWNET));
 	else if (r == 0)
 		r = rule(ctx, kill, "setns", 0, NULL);
@@ -216,9 +223,12 @@ static int add_denylist(scmp_filter_ctx ctx, int thread_class)
 		if (r == 0)
 			r = RULE(ctx, kill, "mknodat", SCMP_A2(SCMP_CMP_MASKED_EQ, S_IFMT, type));
 	}
-	/* Typing into a terminal this process may hold. */
+	/*
+	 * Typing into a terminal this process may hold.  The kernel reads the
+	 * command as 32 bits: the upper half of the register must not hide it.
+	 */
 	if (r == 0)
-		r = RULE(ctx, kill, "ioctl", SCMP_A1(SCMP_CMP_EQ, TIOCSTI));
+		r = RULE(ctx, kill, "ioctl", SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
 	return r;
 }
 
@@ -250,6 +260,8 @@ static void build(int thread_class)
 	}
 	/* Another ABI (i386's int 0x80, x32) kills the process too, not only the thread. */
 	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	/* A binary search on the call number rather than a list (libseccomp 2.5+; best effort). */
+	(void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (r == 0)
 		r = vcpu ? add_vcpu(ctx) : add_denylist(ctx, thread_class);
 	if (r < 0) {
@@ -295,6 +307,10 @@ static void build_proxy(void)
 {
 	build(MSB_THREAD_PROXY);
 }
+static void build_supervisor(void)
+{
+	build(MSB_SECCOMP_SUPERVISOR);
+}
 
 int msb_seccomp_enter(int thread_class, char *why, size_t len)
 {
@@ -303,6 +319,7 @@ int msb_seccomp_enter(int thread_class, char *why, size_t len)
 		[MSB_THREAD_VCPU] = build_vcpu,
 		[MSB_THREAD_IO] = build_io,
 		[MSB_THREAD_PROXY] = build_proxy,
+		[MSB_SECCOMP_SUPERVISOR] = build_supervisor,
 	};
 	if (thread_class <= 0 || thread_class >= NCLASSES) {
 		snprintf(why, len, "unknown thread class %d", thread_class);

@@ -12,7 +12,16 @@
 #include <stddef.h>
 
 /*
- * Put the calling thread under the filter of thread_class (MSB_THREAD_*),
+ * Not a module thread class: the supervisor's main thread, which decodes the
+ * guest agent's frames, from when the VM is up to the end (the denylist, as
+ * a proxy thread: it starts the network module's helpers, which enter the
+ * sandbox's network namespace).
+ */
+#define MSB_SECCOMP_SUPERVISOR 5
+
+/*
+ * Put the calling thread under the filter of thread_class (MSB_THREAD_*,
+ * MSB_SECCOMP_SUPERVISOR),
  * with no_new_privs set.  0, or a negative errno with why filled in (one
  * line).  The filters are built once per process and cached.
  */

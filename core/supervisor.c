@@ -851,6 +851,13 @@ int msb_supervise(const char *home, const char *name, int ready_fd, const char *
 		ready(ready_fd, msg);
 		goto out;
 	}
+	/* From here on this thread reads the guest agent's frames: under a filter. */
+	if (msb_sandbox_confine(&err) < 0) {
+		snprintf(msg, sizeof(msg), "%s\n", err.msg);
+		log_line("%s", err.msg);
+		ready(ready_fd, msg);
+		goto out;
+	}
 	log_line("sandbox %s is ready (agent %s)", name,
 		 msb_agent_client_agent_version(s->sb.agent));
 	ready(ready_fd, "ok\n");

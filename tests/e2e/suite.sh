@@ -140,21 +140,22 @@ case "$ram_flags" in
 *" dd"*) pass "guest RAM (512 MiB) is excluded from the monitor's core dumps" ;;
 *) fail "guest RAM is excluded from the monitor's core dumps" "VmFlags: $ram_flags" ;;
 esac
-# Every module thread runs under its class's seccomp filter (core/seccomp-filters.c,
-# tests/unit/test_seccomp.c for what each refuses); only the main thread has none.
-seccomp_threads() { # PID -> "VCPU-STATE unfiltered=N" (N module threads without a filter)
-	local t n=0 v=none
+# Every thread of a running sandbox's supervisor runs under a seccomp filter: each
+# module thread its class's, the main thread (the agent's frames) the supervisor's
+# (core/seccomp-filters.c; tests/unit/test_seccomp.c for what each refuses).
+seccomp_threads() { # PID -> "main=M vcpu0=V unfiltered=N" (Seccomp: 2 is a filter)
+	local t n=0 v=none m=none
 	for t in /proc/"$1"/task/*; do
 		case "$(cat "$t/comm")" in
-		msb-supervisor) ;;
+		msb-supervisor) m=$(awk '/^Seccomp:/{print $2}' "$t/status") ;;
 		msb-vcpu0) v=$(awk '/^Seccomp:/{print $2}' "$t/status") ;;
 		*) [ "$(awk '/^Seccomp:/{print $2}' "$t/status")" = 2 ] || n=$((n + 1)) ;;
 		esac
 	done
-	echo "vcpu0=$v unfiltered=$n"
+	echo "main=$m vcpu0=$v unfiltered=$n"
 }
-check "seccomp: the vCPU and every other module thread are under a filter" \
-	"vcpu0=2 unfiltered=0" "$(seccomp_threads "$sup")"
+check "seccomp: the supervisor's main thread, the vCPU and every other module thread are under a filter" \
+	"main=2 vcpu0=2 unfiltered=0" "$(seccomp_threads "$sup")"
 for i in 1 2 3 4 5 6 7 8; do
 	"$msb" exec box -- sh -c "sleep 0.$i; echo exec-$i" >"$work/c$i" 2>&1 &
 done
@@ -339,7 +340,7 @@ check "share without noexec: exec works" "exec-ok" "$out"
 echo late >"$share/rw/late-file"
 check "share rw: host writes while the sandbox runs appear in it" "late" \
 	"$("$msb" exec sharebox -- cat /mnt/rw/late-file 2>&1)"
-check "seccomp: the virtio-fs workers are under a filter too" "vcpu0=2 unfiltered=0 fs-workers" \
+check "seccomp: the virtio-fs workers are under a filter too" "main=2 vcpu0=2 unfiltered=0 fs-workers" \
 	"$(seccomp_threads "$(pgrep -f "msb-supervisor serve sharebox" | head -1)") $(
 		grep -l '^msb-fs-' /proc/"$(pgrep -f "msb-supervisor serve sharebox" | head -1)"/task/*/comm |
 			head -1 | sed 's/.*/fs-workers/')"

@@ -228,6 +228,25 @@ static void *c_tiocsti(void *a)
 	return NULL;
 }
 
+static void *c_tiocsti_high(void *a)
+{
+	(void)a;
+	char ch = 'x';
+	/* The kernel takes the command as 32 bits; the filter must too. */
+	(void)syscall(SYS_ioctl, devnull, (1ul << 32) | TIOCSTI, &ch);
+	return NULL;
+}
+
+/* The supervisor's main thread: its filter goes on with msb_seccomp_enter, not thread_create. */
+static void *(*confined_fn)(void *);
+static void *confined(void *a)
+{
+	char why[200];
+	if (msb_seccomp_enter(MSB_SECCOMP_SUPERVISOR, why, sizeof(why)) < 0)
+		_exit(101);
+	return confined_fn(a);
+}
+
 /* Run fn in a thread of thread_class, in a child; how did the child end? */
 static enum outcome run_case(int thread_class, void *(*fn)(void *))
 {
@@ -237,6 +256,14 @@ static enum outcome run_case(int thread_class, void *(*fn)(void *))
 		struct rlimit no_core = {0, 0};
 		setrlimit(RLIMIT_CORE, &no_core);
 		unsigned long tid;
+		pthread_t t;
+		if (thread_class == MSB_SECCOMP_SUPERVISOR) {
+			confined_fn = fn;
+			if (pthread_create(&t, NULL, confined, NULL) != 0)
+				_exit(100);
+			pthread_join(t, NULL);
+			_exit(0);
+		}
 		int r = msb_thread_start(thread_class, "msb-test", fn, NULL, &tid);
 		if (r < 0)
 			_exit(100);
@@ -304,6 +331,7 @@ static void check_denylist(int c)
 	KILLS(c, c_ptrace);
 	KILLS(c, c_bpf);
 	KILLS(c, c_tiocsti);
+	KILLS(c, c_tiocsti_high);
 	KILLS(c, c_x32);
 	KILLS(c, c_int80);
 }
@@ -330,6 +358,18 @@ static void test_proxy(void **state)
 	ALLOWS(MSB_THREAD_PROXY, c_setns_net);
 }
 
+static void test_supervisor(void **state)
+{
+	(void)state;
+	check_denylist(MSB_SECCOMP_SUPERVISOR);
+	/* The network module's helper threads it starts enter the sandbox's namespace. */
+	ALLOWS(MSB_SECCOMP_SUPERVISOR, c_setns_net);
+	/* msb_thread_start is for module classes only. */
+	unsigned long tid;
+	assert_int_equal(msb_thread_start(MSB_SECCOMP_SUPERVISOR, "x", nothing, NULL, &tid),
+			 -EINVAL);
+}
+
 static void test_bad_class(void **state)
 {
 	(void)state;
@@ -349,9 +389,9 @@ int main(void)
 		return 1;
 	}
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vcpu),	  cmocka_unit_test(test_io),
-		cmocka_unit_test(test_vmm),	  cmocka_unit_test(test_proxy),
-		cmocka_unit_test(test_bad_class),
+		cmocka_unit_test(test_vcpu),	   cmocka_unit_test(test_io),
+		cmocka_unit_test(test_vmm),	   cmocka_unit_test(test_proxy),
+		cmocka_unit_test(test_supervisor), cmocka_unit_test(test_bad_class),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char p[128];
