@@ -147,7 +147,7 @@ static void *thread_trampoline(void *p)
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	/* The class's seccomp filter before any of the module's code runs (core/seccomp.c). */
+	/* The class's seccomp filter (core/seccomp-filters.c) before the module's code runs. */
 	ts->result = msb_seccomp_enter(ts->thread_class, ts->why, sizeof(ts->why));
 	int ok = ts->result == 0;
 	sem_post(&ts->started); /* ts is the creator's again from here */
