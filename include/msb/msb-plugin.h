@@ -147,10 +147,12 @@ struct msb_host {
 
 	/*
 	 * Start a thread of the given class running fn(arg).  The core names
-	 * it, blocks signals the supervisor handles, and applies the class's
-	 * confinement before fn runs.  *tid receives the pthread_t.  The
-	 * thread's stack is MSB_PLUGIN_THREAD_STACK (256 KiB): keep big
-	 * buffers off it.
+	 * it, blocks signals the supervisor handles, and puts it under the
+	 * class's seccomp filter before fn runs (docs/plugin-abi.md, "Threads
+	 * and seccomp": a call the filter refuses kills the process); if the
+	 * filter cannot be applied, fn never runs and a negative errno comes
+	 * back.  *tid receives the pthread_t.  The thread's stack is
+	 * MSB_PLUGIN_THREAD_STACK (256 KiB): keep big buffers off it.
 	 */
 	int (*thread_create)(const struct msb_host *host, int thread_class, const char *name,
 			     void *(*fn)(void *), void *arg, unsigned long *tid);
