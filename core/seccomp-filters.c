@@ -149,15 +149,14 @@ static const unsigned long vcpu_ioctls[] = {
 };
 
 struct filter {
-	pthread_once_t once;
+	bool built;
 	int err; /* negative errno if it could not be built */
 	char why[160];
 	struct sock_fprog prog;
 };
 
-static struct filter filters[NCLASSES] = {
-	[0 ... NCLASSES - 1] = {.once = PTHREAD_ONCE_INIT},
-};
+static struct filter filters[NCLASSES];
+static pthread_mutex_t build_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const class_names[NCLASSES] = {
 	[MSB_THREAD_VMM] = "vmm",
@@ -291,42 +290,19 @@ static void build(int thread_class)
 	seccomp_release(ctx);
 }
 
-static void build_vmm(void)
-{
-	build(MSB_THREAD_VMM);
-}
-static void build_vcpu(void)
-{
-	build(MSB_THREAD_VCPU);
-}
-static void build_io(void)
-{
-	build(MSB_THREAD_IO);
-}
-static void build_proxy(void)
-{
-	build(MSB_THREAD_PROXY);
-}
-static void build_supervisor(void)
-{
-	build(MSB_SECCOMP_SUPERVISOR);
-}
-
 int msb_seccomp_enter(int thread_class, char *why, size_t len)
 {
-	static void (*const builders[NCLASSES])(void) = {
-		[MSB_THREAD_VMM] = build_vmm,
-		[MSB_THREAD_VCPU] = build_vcpu,
-		[MSB_THREAD_IO] = build_io,
-		[MSB_THREAD_PROXY] = build_proxy,
-		[MSB_SECCOMP_SUPERVISOR] = build_supervisor,
-	};
 	if (thread_class <= 0 || thread_class >= NCLASSES) {
 		snprintf(why, len, "unknown thread class %d", thread_class);
 		return -EINVAL;
 	}
 	struct filter *f = &filters[thread_class];
-	pthread_once(&f->once, builders[thread_class]);
+	pthread_mutex_lock(&build_lock);
+	if (!f->built) {
+		build(thread_class);
+		f->built = true;
+	}
+	pthread_mutex_unlock(&build_lock);
 	if (f->err) {
 		snprintf(why, len, "%s", f->why);
 		return f->err;

@@ -142,28 +142,31 @@ static void *c_int80(void *a)
 	__asm__ volatile("int $0x80" : "+a"(r) : : "memory");
 	return NULL;
 }
+/* NAME in the test's scratch directory. */
+static const char *in_tmp(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", tmpdir, name);
+	return buf;
+}
 static void *c_mknod_fifo(void *a)
 {
 	(void)a;
 	char p[128];
-	snprintf(p, sizeof(p), "%s/fifo", tmpdir);
-	(void)mknodat(AT_FDCWD, p, S_IFIFO | 0600, 0);
+	(void)mknodat(AT_FDCWD, in_tmp(p, sizeof(p), "fifo"), S_IFIFO | 0600, 0);
 	return NULL;
 }
 static void *c_mknod_chr(void *a)
 {
 	(void)a;
 	char p[128];
-	snprintf(p, sizeof(p), "%s/null", tmpdir);
-	(void)mknodat(AT_FDCWD, p, S_IFCHR | 0600, makedev(1, 3));
+	(void)mknodat(AT_FDCWD, in_tmp(p, sizeof(p), "null"), S_IFCHR | 0600, makedev(1, 3));
 	return NULL;
 }
 static void *c_mknod_blk(void *a)
 {
 	(void)a;
 	char p[128];
-	snprintf(p, sizeof(p), "%s/blk", tmpdir);
-	(void)syscall(SYS_mknod, p, S_IFBLK | 0600, makedev(7, 0));
+	(void)syscall(SYS_mknod, in_tmp(p, sizeof(p), "blk"), S_IFBLK | 0600, makedev(7, 0));
 	return NULL;
 }
 static void *c_unshare(void *a)
@@ -395,8 +398,7 @@ int main(void)
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char p[128];
-	snprintf(p, sizeof(p), "%s/fifo", tmpdir);
-	unlink(p);
+	unlink(in_tmp(p, sizeof(p), "fifo"));
 	rmdir(tmpdir);
 	return r;
 }
