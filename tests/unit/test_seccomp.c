@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <seccomp.h>
 
 #include <msb/msb-plugin.h>
 
@@ -373,6 +374,37 @@ static void test_supervisor(void **state)
 			 -EINVAL);
 }
 
+/* Fail closed: when the filter cannot go in, the module's function never runs. */
+static int ran;
+static void *mark_ran(void *a)
+{
+	(void)a;
+	ran = 1;
+	return NULL;
+}
+
+static void test_fail_closed(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* A kernel (or container) that refuses seccomp(2) to this process. */
+		scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+		if (!ctx ||
+		    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(seccomp), 0) < 0 ||
+		    seccomp_load(ctx) < 0)
+			_exit(100);
+		unsigned long tid;
+		int r = msb_thread_start(MSB_THREAD_IO, "msb-test", mark_ran, NULL, &tid);
+		_exit(r == -EPERM && !ran ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_bad_class(void **state)
 {
 	(void)state;
@@ -394,7 +426,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vcpu),	   cmocka_unit_test(test_io),
 		cmocka_unit_test(test_vmm),	   cmocka_unit_test(test_proxy),
-		cmocka_unit_test(test_supervisor), cmocka_unit_test(test_bad_class),
+		cmocka_unit_test(test_supervisor), cmocka_unit_test(test_fail_closed),
+		cmocka_unit_test(test_bad_class),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char p[128];
