@@ -6,7 +6,7 @@
  *
  *   msb-fusemount [--ro] [--identity strict|off] [--locks guest|host]
  *                 [--no-openat2] [--threads N] [--transport auto|uring|dev]
- *                 [--verbose] HOSTDIR MOUNTPOINT
+ *                 [--poll-us N] [--verbose] HOSTDIR MOUNTPOINT
  *
  * The module is loaded the way the supervisor loads it (registry, instance,
  * share_open), and each FUSE request read from /dev/fuse is handed to
@@ -30,6 +30,9 @@
  * keeps locks in the guest (a host SETLKW may wait, and a queue is served
  * by one thread), else dev.
  *
+ * --poll-us N (0..1000, default 50): over /dev/fuse, the longest the reader
+ * polls for the next request before it sleeps (fm_read_request); 0 never.
+ *
  * Exit: 0 after SIGTERM/SIGINT or an unmount from outside; 1 for a setup
  * failure (one line on stderr); 2 for bad arguments; 3 fd leak; 4 anomalies.
  */
@@ -39,6 +42,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <seccomp.h>
@@ -73,8 +77,11 @@
 #define FM_IN_BUF  (FM_MAX_IO + 4096u)
 #define FM_OUT_BUF (FM_MAX_IO + 4096u)
 
-#define FM_MAX_THREADS 64
-#define FM_INIT_WAIT_S 10
+#define FM_MAX_THREADS	   64
+#define FM_POLL_MAX_US	   1000
+#define FM_POLL_DEFAULT_US 50
+#define FM_POLL_STEP_NS	   4000u
+#define FM_INIT_WAIT_S	   10
 
 enum fm_exit {
 	FM_EXIT_OK = 0,
@@ -96,6 +103,7 @@ struct fm_opts {
 	int no_openat2;
 	int threads;
 	int verbose;
+	uint32_t poll_us; /* --poll-us: the longest a /dev/fuse reader polls */
 	const char *host_dir;
 	const char *mount_point;
 };
@@ -120,9 +128,10 @@ struct fm {
 	 */
 	pthread_mutex_t pool_lock;
 	pthread_cond_t pool_cond;
-	int nthreads; /* under pool_lock, as are the two below */
-	int reading;  /* a worker is the reader */
-	int parked;   /* workers waiting on pool_cond */
+	int nthreads;	  /* under pool_lock, as are the two below */
+	int reading;	  /* a worker is the reader */
+	int parked;	  /* workers waiting on pool_cond */
+	uint64_t poll_ns; /* the reader's polling window now (fm_read_request) */
 	pthread_t threads[FM_MAX_THREADS];
 	/* FUSE_INIT: 0 not yet answered, 1 answered, <0 failed (negative errno). */
 	int init_state;
@@ -160,7 +169,8 @@ static void fm_anomaly(struct fm *fm, const char *fmt, ...)
 static void fm_usage(FILE *to)
 {
 	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--locks guest|host] "
-		    "[--no-openat2] [--threads N] [--transport auto|uring|dev] [--verbose] "
+		    "[--no-openat2] [--threads N] [--transport auto|uring|dev] [--poll-us N] "
+		    "[--verbose] "
 		    "HOSTDIR MOUNTPOINT\n");
 }
 
@@ -174,13 +184,15 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 		{"no-openat2", no_argument, NULL, 'n'},
 		{"threads", required_argument, NULL, 't'},
 		{"transport", required_argument, NULL, 'T'},
+		{"poll-us", required_argument, NULL, 'p'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	*o = (struct fm_opts){.identity = MSB_SHARE_IDENTITY_STRICT,
 			      .locks = MSB_SHARE_LOCKS_GUEST,
-			      .threads = 4};
+			      .threads = 4,
+			      .poll_us = FM_POLL_DEFAULT_US};
 	opterr = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "+:v", longopts, NULL)) != -1) {
@@ -234,6 +246,18 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 				return -1;
 			}
 			o->threads = (int)n;
+			break;
+		}
+		case 'p': {
+			char *end;
+			errno = 0;
+			long n = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || n < 0 || n > FM_POLL_MAX_US) {
+				fm_err("--poll-us: expected 0..%d microseconds, not '%s'",
+				       FM_POLL_MAX_US, optarg);
+				return -1;
+			}
+			o->poll_us = (uint32_t)n;
 			break;
 		}
 		case 'v':
@@ -542,6 +566,52 @@ static int fm_take_reader(struct fm *fm)
 	return 1;
 }
 
+static uint64_t fm_now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * The reader's wait for the next request (--poll-us).  With a window, it
+ * first polls /dev/fuse without sleeping, yielding its CPU between polls
+ * (a client waiting to run there goes first), and sleeps in read(2) only
+ * once the window has passed.  A request that comes while it polls is
+ * taken without the wakeup that would otherwise put the reader back on a
+ * CPU.  The window adapts to the gaps between requests, as QEMU's
+ * adaptive polling of its event loops does: a gap longer than the window
+ * but at most --poll-us doubles it (from 4 us), a longer one closes it, so
+ * an idle mount costs one window of polling and then nothing.  Only the
+ * reader calls this, and readers take turns under pool_lock.
+ */
+static ssize_t fm_read_request(struct fm *fm, uint8_t *in)
+{
+	/* Over io_uring, /dev/fuse carries only FORGET and INTERRUPT: no polling. */
+	uint64_t max = fm->uring_accepted ? 0 : (uint64_t)fm->opt.poll_us * 1000u;
+	uint64_t start = max ? fm_now_ns() : 0;
+	struct pollfd p = {.fd = fm->fuse_fd, .events = POLLIN};
+	while (fm->poll_ns && !atomic_load(&fm->stop) && poll(&p, 1, 0) == 0 &&
+	       fm_now_ns() - start < fm->poll_ns)
+		sched_yield();
+	ssize_t n;
+	/* ENOENT: a request interrupted before we read it. */
+	do
+		n = read(fm->fuse_fd, in, FM_IN_BUF);
+	while (n < 0 && (errno == EINTR || errno == ENOENT || errno == EAGAIN) &&
+	       !atomic_load(&fm->stop));
+	if (max && n >= 0) {
+		uint64_t gap = fm_now_ns() - start, w = fm->poll_ns * 2;
+		if (w < FM_POLL_STEP_NS)
+			w = FM_POLL_STEP_NS;
+		if (gap > max)
+			fm->poll_ns = 0; /* idle: sleep at once next time */
+		else if (gap > fm->poll_ns)
+			fm->poll_ns = w < max ? w : max;
+	}
+	return n;
+}
+
 static void *fm_worker(void *arg)
 {
 	struct fm *fm = arg;
@@ -557,12 +627,7 @@ static void *fm_worker(void *arg)
 	pthread_mutex_lock(&fm->pool_lock);
 	while (fm_take_reader(fm)) {
 		pthread_mutex_unlock(&fm->pool_lock);
-		ssize_t n;
-		/* ENOENT: a request interrupted before we read it. */
-		do
-			n = read(fm->fuse_fd, in, FM_IN_BUF);
-		while (n < 0 && (errno == EINTR || errno == ENOENT || errno == EAGAIN) &&
-		       !atomic_load(&fm->stop));
+		ssize_t n = fm_read_request(fm, in);
 		if (n < 0) {
 			if (!atomic_load(&fm->stop)) {
 				if (errno != ENODEV) {

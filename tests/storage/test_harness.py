@@ -77,6 +77,9 @@ class HarnessErrors(fusetest.StorageTestCase):
             (['--transport', 'splice', self.share, self.mnt], "expected auto, uring or dev"),
             (['--transport', 'uring', '--locks', 'host', self.share, self.mnt],
              "not with --locks host"),
+            (['--poll-us', '-1', self.share, self.mnt], "--poll-us: expected 0..1000"),
+            (['--poll-us', '1001', self.share, self.mnt], "--poll-us: expected 0..1000"),
+            (['--poll-us', 'fast', self.share, self.mnt], "--poll-us: expected 0..1000"),
         ]
         for args, contains in cases:
             with self.subTest(args=args):
@@ -177,6 +180,77 @@ class HarnessLifecycle(fusetest.StorageTestCase):
         self.assertEqual(read_file(self.m('f')), b'content\n')
         write_file(self.m('g'), b'y' * (3 << 20))
         self.assertEqual(len(read_file(self.m('g'))), 3 << 20)
+
+
+def threads_sum(pid, read):
+    """read(task_dir) summed over the process's threads (threads that end meanwhile are skipped)."""
+    total = 0
+    for t in glob.glob('/proc/%d/task/*' % pid):
+        try:
+            total += read(t)
+        except OSError:
+            pass
+    return total
+
+
+def sleeps(task):
+    """How often a thread has slept (voluntary context switches; a yield is not one)."""
+    with open(task + '/status') as f:
+        for line in f:
+            if line.startswith('voluntary_ctxt_switches:'):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_ticks(task):
+    with open(task + '/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+class HarnessPolling(fusetest.StorageTestCase):
+    """--poll-us (default 50): the /dev/fuse reader polls before it sleeps, so
+    a serial client's requests are taken without a wakeup each; and an idle
+    mount stops polling at once."""
+    START_MOUNT = False
+    FILES = 200
+    ROUNDS = 5
+
+    def populate(self):
+        for i in range(self.FILES):
+            write_file(self.h('f%d' % i), 'x')
+
+    def burst(self):
+        """open + close of every file, ROUNDS times: two requests each (OPEN, RELEASE)."""
+        for _ in range(self.ROUNDS):
+            for i in range(self.FILES):
+                os.close(os.open(self.m('f%d' % i), os.O_RDONLY))
+
+    def sleeps_during_burst(self, args):
+        m = self.start_mount(['--transport', 'dev'] + args)
+        self.burst()  # lookups and attributes cached; the window opened
+        before = threads_sum(m.proc.pid, sleeps)
+        self.burst()
+        got = threads_sum(m.proc.pid, sleeps) - before
+        idle_from = threads_sum(m.proc.pid, cpu_ticks)
+        time.sleep(1)
+        idle_ticks = threads_sum(m.proc.pid, cpu_ticks) - idle_from
+        self.assertEqual(m.stop(), 0, m.stderr())
+        return got, idle_ticks
+
+    def test_polling_saves_wakeups_and_stops_when_idle(self):
+        requests = 2 * self.FILES * self.ROUNDS
+        slept, idle = self.sleeps_during_burst([])
+        slept_off, idle_off = self.sleeps_during_burst(['--poll-us', '0'])
+        # Without polling the reader sleeps for (nearly) every request.
+        self.assertGreater(slept_off, requests // 2, (slept_off, requests))
+        # With it, requests that follow within the window are taken awake.
+        self.assertLess(slept, slept_off // 4, (slept, slept_off, requests))
+        # Idle for a second, the harness uses (next to) no CPU either way: a
+        # reader that kept polling would use the whole second (100 ticks).
+        ticks = os.sysconf('SC_CLK_TCK')
+        self.assertLessEqual(idle, ticks // 20, 'ticks used while idle, polling')
+        self.assertLessEqual(idle_off, ticks // 20, 'ticks used while idle, no polling')
 
 
 def possible_cpus():
