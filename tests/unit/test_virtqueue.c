@@ -130,6 +130,31 @@ static void test_pending(void **state)
 	assert_false(vq_pending(&q));
 }
 
+/* vq_set_notify: VIRTQ_USED_F_NO_NOTIFY in the used ring's flags, and only on a ready queue. */
+static void test_set_notify(void **state)
+{
+	(void)state;
+	uint16_t flags;
+	memcpy(ram + USED, "\xff\xff", 2); /* whatever the driver left there */
+	vq_set_notify(&q, false);
+	memcpy(&flags, ram + USED, 2);
+	assert_int_equal(flags, 1);
+	vq_set_notify(&q, true);
+	memcpy(&flags, ram + USED, 2);
+	assert_int_equal(flags, 0);
+	/* The used index next to it is the device's too, and untouched. */
+	vq_push(&q, 0, 0);
+	vq_set_notify(&q, false);
+	uint16_t idx;
+	memcpy(&idx, ram + USED + 2, 2);
+	assert_int_equal(idx, 1);
+	vq_reset(&q);
+	memset(ram + USED, 0, 2);
+	vq_set_notify(&q, false); /* not ready: guest memory is left alone */
+	memcpy(&flags, ram + USED, 2);
+	assert_int_equal(flags, 0);
+}
+
 static void expect_broken(void)
 {
 	assert_int_equal(vq_pop(&q, &e), -22);
@@ -282,6 +307,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_good_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_notify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_self_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_address_out_of_range, setup, teardown),

@@ -24,12 +24,25 @@
  * called from several threads, per the ABI) while a lone request wakes one
  * thread, not all of them.  Completions go back in whatever order they
  * finish, as virtio allows.
+ *
+ * Adaptive polling (fs_poll): a worker that runs out of chains may, instead
+ * of sleeping at once, watch the queues for a short window with the guest's
+ * kicks turned off (VIRTQ_USED_F_NO_NOTIFY), yielding its CPU between looks.
+ * A request that follows closely is then taken without a kick (a VM exit),
+ * a wakeup of the VMM thread and a wakeup of a worker.  One worker polls at
+ * a time.  The window follows the guest: a kick that comes at most
+ * FS_POLL_MAX_NS after the last completion doubles it (from FS_POLL_STEP_NS,
+ * up to FS_POLL_MAX_NS), a later one closes it, so an idle guest costs one
+ * window and then nothing.  QEMU's and vhost's virtqueue polling work the
+ * same way.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../virtio/mmio.h"
 #include "../vm.h"
@@ -44,6 +57,8 @@
 #define FS_REQUEST_QUEUES 1
 #define FS_NQUEUES	  (1 + FS_REQUEST_QUEUES)
 #define FS_WORKERS	  4
+#define FS_POLL_MAX_NS	  50000u
+#define FS_POLL_STEP_NS	  4000u
 
 /* The FUSE headers this device reads or writes itself (fuse(4) wire format). */
 #define FUSE_IN_HEADER_SIZE  40
@@ -63,6 +78,7 @@ struct fs;
 struct fs_worker {
 	struct fs *fs;
 	unsigned long tid;
+	bool polling;	     /* this worker holds the device's poll role (fs_poll_claim) */
 	struct vq_elem elem; /* 8 KiB of iovecs: on the heap, not the thread's stack */
 };
 
@@ -85,6 +101,13 @@ struct fs {
 	 * is not completed into the new rings (its head means nothing there).
 	 */
 	atomic_uint generation;
+	/*
+	 * Adaptive polling: the window now (0: closed), whether a worker is
+	 * polling, and when a chain was last completed (CLOCK_MONOTONIC ns).
+	 */
+	_Atomic uint64_t poll_ns;
+	atomic_bool polling;
+	_Atomic uint64_t last_done;
 	unsigned nworkers;
 	struct fs_worker *workers[FS_WORKERS];
 };
@@ -138,11 +161,84 @@ static void fs_pass_on(struct fs *f)
 		}
 }
 
-/* Serve one chain of queue q; false when the queue had none. */
-static bool fs_serve_one(struct fs *f, unsigned q, struct vq_elem *e)
+static uint64_t fs_now_ns(void)
 {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static bool fs_any_pending(struct fs *f)
+{
+	for (unsigned q = 0; q < FS_NQUEUES; q++)
+		if (vdev_pending(&f->dev, q))
+			return true;
+	return false;
+}
+
+static void fs_set_notify(struct fs *f, bool on)
+{
+	for (unsigned q = 0; q < FS_NQUEUES; q++)
+		vdev_set_notify(&f->dev, q, on);
+}
+
+/*
+ * About to complete a chain: where the window is open and no worker polls,
+ * take the poll role and turn kicks off *before* the reply goes out, so the
+ * guest's next request, which may follow the reply at once, finds them off.
+ */
+static void fs_poll_claim(struct fs *f, struct fs_worker *w)
+{
+	if (w->polling || !atomic_load_explicit(&f->poll_ns, memory_order_relaxed) ||
+	    atomic_exchange(&f->polling, true))
+		return;
+	w->polling = true;
+	fs_set_notify(f, false);
+}
+
+/*
+ * Give the role back: kicks on (the write fenced before any later look at
+ * the queues), so from here on a chain comes with its kick or is seen by
+ * the caller's next look (fs_pass_on, fs_poll).
+ */
+static void fs_poll_release(struct fs *f, struct fs_worker *w)
+{
+	if (!w->polling)
+		return;
+	fs_set_notify(f, true);
+	w->polling = false;
+	atomic_store(&f->polling, false);
+}
+
+/*
+ * Out of chains, holding the poll role: watch the queues for up to the
+ * window, yielding the CPU between looks, then give the role back; true
+ * when a chain is waiting.
+ */
+static bool fs_poll(struct fs *f, struct fs_worker *w)
+{
+	if (!w->polling)
+		return false;
+	uint64_t start = fs_now_ns(),
+		 window = atomic_load_explicit(&f->poll_ns, memory_order_relaxed);
+	bool found = fs_any_pending(f);
+	while (!found && !__atomic_load_n(&f->stop, __ATOMIC_RELAXED) &&
+	       fs_now_ns() - start < window) {
+		sched_yield();
+		found = fs_any_pending(f);
+	}
+	fs_poll_release(f, w);
+	return found || fs_any_pending(f);
+}
+
+/* Serve one chain of queue q; false when the queue had none. */
+static bool fs_serve_one(struct fs *f, struct fs_worker *w, unsigned q)
+{
+	struct vq_elem *e = &w->elem;
 	if (vdev_pop(&f->dev, q, e) <= 0)
 		return false;
+	/* Serving: kicks back on, so chains that come meanwhile wake other workers. */
+	fs_poll_release(f, w);
 	fs_pass_on(f);
 	unsigned gen = atomic_load(&f->generation);
 	int n = f->srv.handle(f->srv.ctx, e->read, e->nread, e->write, e->nwrite);
@@ -152,11 +248,36 @@ static bool fs_serve_one(struct fs *f, unsigned q, struct vq_elem *e)
 		used = (uint64_t)n > e->write_bytes ? (uint32_t)e->write_bytes : (uint32_t)n;
 	else
 		used = fs_error_reply(e, n);
+	/* Before the reply is out: the guest's next kick may come at once (fs_adapt). */
+	atomic_store_explicit(&f->last_done, fs_now_ns(), memory_order_relaxed);
 	if (atomic_load(&f->generation) == gen) {
+		fs_poll_claim(f, w);
 		vdev_push(&f->dev, q, e->head, used);
 		vdev_signal_used(&f->dev);
 	}
 	return true;
+}
+
+/*
+ * A kick came: nobody was polling, or the window ran out first.  Widen the
+ * window when the guest asked again soon after the last completion, close
+ * it when it did not (VMM thread).
+ */
+static void fs_adapt(struct fs *f)
+{
+	uint64_t now = fs_now_ns(),
+		 last = atomic_load_explicit(&f->last_done, memory_order_relaxed);
+	uint64_t gap = UINT64_MAX; /* nothing completed yet */
+	if (last)
+		gap = now > last ? now - last : 0;
+	uint64_t w = atomic_load_explicit(&f->poll_ns, memory_order_relaxed), grown = w * 2;
+	if (grown < FS_POLL_STEP_NS)
+		grown = FS_POLL_STEP_NS;
+	if (gap > FS_POLL_MAX_NS)
+		w = 0;
+	else if (gap > w)
+		w = grown < FS_POLL_MAX_NS ? grown : FS_POLL_MAX_NS;
+	atomic_store_explicit(&f->poll_ns, w, memory_order_relaxed);
 }
 
 static void *fs_worker_main(void *arg)
@@ -170,8 +291,10 @@ static void *fs_worker_main(void *arg)
 		bool did = false;
 		for (unsigned q = 0; q < FS_NQUEUES; q++)
 			while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED) &&
-			       fs_serve_one(f, q, &w->elem))
+			       fs_serve_one(f, w, q))
 				did = true;
+		if (fs_poll(f, w))
+			did = true;
 		pthread_mutex_lock(&f->mu);
 		/* A kick that came while we were serving means: look again before sleeping. */
 		if (!did && f->kicks == seen && !f->stop) {
@@ -188,6 +311,7 @@ static void *fs_worker_main(void *arg)
 static void fs_notify(struct vdev *d, unsigned q)
 {
 	(void)q;
+	fs_adapt((struct fs *)d);
 	fs_wake_one((struct fs *)d);
 }
 

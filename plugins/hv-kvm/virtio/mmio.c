@@ -129,6 +129,13 @@ bool vdev_pending(struct vdev *d, unsigned q)
 	return r;
 }
 
+void vdev_set_notify(struct vdev *d, unsigned q, bool on)
+{
+	pthread_mutex_lock(&d->lock);
+	vq_set_notify(&d->vqs[q], on);
+	pthread_mutex_unlock(&d->lock);
+}
+
 void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written)
 {
 	pthread_mutex_lock(&d->lock);

@@ -73,6 +73,8 @@ int vdev_pop(struct vdev *d, unsigned q, struct vq_elem *e);
 /* vq_pending under the device lock: a chain of queue q is waiting (a hint). */
 bool vdev_pending(struct vdev *d, unsigned q);
 void vdev_push(struct vdev *d, unsigned q, uint16_t head, uint32_t written);
+/* vq_set_notify under the device lock (a reset in between leaves the new rings alone). */
+void vdev_set_notify(struct vdev *d, unsigned q, bool on);
 /* Tell the driver that used buffers are ready (raises the interrupt). */
 void vdev_signal_used(struct vdev *d);
 /* Mark the device broken (a malformed chain): it stops until the driver resets it. */

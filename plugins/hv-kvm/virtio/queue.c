@@ -8,6 +8,8 @@
 #define VRING_DESC_F_NEXT     1
 #define VRING_DESC_F_WRITE    2
 #define VRING_DESC_F_INDIRECT 4
+/* Used ring flags (2.7.8). */
+#define VRING_USED_F_NO_NOTIFY 1
 
 struct vring_desc {
 	uint64_t addr;
@@ -123,6 +125,17 @@ bool vq_pending(const struct vq *q)
 {
 	const uint8_t *avail;
 	return avail_pending(q, &avail) != 0;
+}
+
+void vq_set_notify(struct vq *q, bool on)
+{
+	if (!q->ready)
+		return;
+	uint16_t flags = on ? 0 : VRING_USED_F_NO_NOTIFY;
+	__atomic_store((uint16_t *)gmem_ptr(q->mem, q->used_gpa, 2), &flags, __ATOMIC_RELAXED);
+	/* Store, then the caller's load of the avail index: a full fence (the driver has its own).
+	 */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 void vq_push(struct vq *q, uint16_t head, uint32_t written)

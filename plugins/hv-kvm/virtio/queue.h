@@ -49,6 +49,16 @@ void vq_reset(struct vq *q);
 int vq_pop(struct vq *q, struct vq_elem *e);
 /* Whether the driver has made a chain available that vq_pop has not taken (a hint). */
 bool vq_pending(const struct vq *q);
+/*
+ * Ask the driver to kick this queue when it makes a chain available (on), or
+ * not to (off): VIRTQ_USED_F_NO_NOTIFY in the used ring (2.7.7.2; the device
+ * offers no VIRTIO_F_EVENT_IDX).  Only a hint to the driver.  After turning
+ * kicks back on, look at the queue again (vq_pending): the flag write is
+ * fenced before that read, and the driver reads the flag after publishing
+ * its index, so a chain either comes with a kick or is seen then.  Nothing
+ * on a queue that is not ready.
+ */
+void vq_set_notify(struct vq *q, bool on);
 /* Return a chain to the driver with `written` bytes written into it. */
 void vq_push(struct vq *q, uint16_t head, uint32_t written);
 /* Copy from a chain's readable buffers starting at byte `off`; returns bytes copied. */
