@@ -133,8 +133,7 @@ void vq_set_notify(struct vq *q, bool on)
 		return;
 	uint16_t flags = on ? 0 : VRING_USED_F_NO_NOTIFY;
 	__atomic_store((uint16_t *)gmem_ptr(q->mem, q->used_gpa, 2), &flags, __ATOMIC_RELAXED);
-	/* The flag, then the caller's look at the avail index: a full fence (the driver has one).
-	 */
+	/* The flag, then the caller's look at the avail index: a full fence. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
