@@ -25,16 +25,18 @@
  * thread, not all of them.  Completions go back in whatever order they
  * finish, as virtio allows.
  *
- * Adaptive polling (fs_poll): a worker that runs out of chains may, instead
- * of sleeping at once, watch the queues for a short window with the guest's
- * kicks turned off (VIRTQ_USED_F_NO_NOTIFY), yielding its CPU between looks.
- * A request that follows closely is then taken without a kick (a VM exit),
- * a wakeup of the VMM thread and a wakeup of a worker.  One worker polls at
- * a time.  The window follows the guest: a kick that comes at most
- * FS_POLL_MAX_NS after the last completion doubles it (from FS_POLL_STEP_NS,
- * up to FS_POLL_MAX_NS), a later one closes it, so an idle guest costs one
- * window and then nothing.  QEMU's and vhost's virtqueue polling work the
- * same way.
+ * Adaptive polling: a worker completing a chain may take the device's one
+ * poll role (fs_poll_claim), turning the guest's kicks off
+ * (VIRTQ_USED_F_NO_NOTIFY) before the reply goes out, and then, out of
+ * chains, watch the queues for a short window, yielding its CPU between
+ * looks (fs_poll).  A request that follows closely is taken without a kick
+ * (a VM exit), a wakeup of the VMM thread and a wakeup of a worker.  Kicks
+ * go back on before the worker serves what it found or sleeps
+ * (fs_poll_release).  The window follows the guest: a kick that comes at
+ * most FS_POLL_MAX_NS after the last completion doubles it (from
+ * FS_POLL_STEP_NS, up to FS_POLL_MAX_NS), a later one closes it, so an idle
+ * guest costs one window and then nothing (fs_adapt).  QEMU's and vhost's
+ * virtqueue polling work the same way.
  */
 #include <errno.h>
 #include <sched.h>
@@ -199,7 +201,9 @@ static void fs_poll_claim(struct fs *f, struct fs_worker *w)
 /*
  * Give the role back: kicks on (the write fenced before any later look at
  * the queues), so from here on a chain comes with its kick or is seen by
- * the caller's next look (fs_pass_on, fs_poll).
+ * the caller's next look (fs_pass_on, fs_poll).  Chains may have come
+ * without a kick meanwhile, so count one: a worker about to sleep on the
+ * old count looks at the queues again instead (fs_worker_main).
  */
 static void fs_poll_release(struct fs *f, struct fs_worker *w)
 {
@@ -208,6 +212,9 @@ static void fs_poll_release(struct fs *f, struct fs_worker *w)
 	fs_set_notify(f, true);
 	w->polling = false;
 	atomic_store(&f->polling, false);
+	pthread_mutex_lock(&f->mu);
+	f->kicks++;
+	pthread_mutex_unlock(&f->mu);
 }
 
 /*
