@@ -242,8 +242,9 @@ class HarnessPolling(fusetest.StorageTestCase):
         requests = 2 * self.FILES * self.ROUNDS
         slept, idle = self.sleeps_during_burst([])
         slept_off, idle_off = self.sleeps_during_burst(['--poll-us', '0'])
-        # Without polling the reader sleeps for (nearly) every request.
-        self.assertGreater(slept_off, requests // 2, (slept_off, requests))
+        # Without polling the reader sleeps for about every OPEN (a RELEASE
+        # is often queued before it reads again): about half the requests.
+        self.assertGreater(slept_off, requests // 4, (slept_off, requests))
         # With it, requests that follow within the window are taken awake.
         self.assertLess(slept, slept_off // 4, (slept, slept_off, requests))
         # Idle for a second, the harness uses (next to) no CPU either way: a
