@@ -269,6 +269,37 @@ static void test_slow_request_leaves_kicks_on(void **state)
 	}
 }
 
+/* MSB_FS_POLL_US: bad values refused in one line; 0 never polls. */
+static void test_poll_env(void **state)
+{
+	(void)state;
+	assert_int_equal(vd_free(), 0);
+	static const char *const bad[] = {"x", "-1", "100001", "5us", "99999999999999999999"};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(vd_ram_new(), 0);
+		setenv("MSB_FS_POLL_US", bad[i], 1);
+		struct msb_fs_server srv = {.size = sizeof(srv), .handle = fake_handle, .tag = "t"};
+		struct msb_error err = MSB_ERROR_INIT;
+		assert_int_equal(fs_new(&vm, &srv, &dev, &err), -EINVAL);
+		assert_non_null(
+			strstr(err.msg, "MSB_FS_POLL_US: expected 0 to 100000 microseconds"));
+		assert_non_null(strstr(err.msg, bad[i]));
+		dev = NULL;
+		assert_int_equal(vd_free(), 0);
+	}
+	setenv("MSB_FS_POLL_US", "0", 1);
+	int r = setup(NULL);
+	unsetenv("MSB_FS_POLL_US");
+	assert_int_equal(r, 0);
+	unsigned kicked = 0;
+	for (unsigned i = 0; i < 100; i++) {
+		publish(FS_REQUEST, i);
+		kicked += kick_if_asked(FS_REQUEST);
+		assert_true(spin_used(FS_REQUEST, (uint16_t)(i + 1), 5000));
+	}
+	assert_int_equal(kicked, 100);
+}
+
 /* A reset while a worker may be polling: the new rings start with kicks on and work. */
 static void test_reset_while_polling(void **state)
 {
@@ -294,6 +325,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_polling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_request_leaves_kicks_on, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_while_polling, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_poll_env, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

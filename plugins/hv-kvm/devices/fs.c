@@ -59,7 +59,8 @@
 #define FS_REQUEST_QUEUES 1
 #define FS_NQUEUES	  (1 + FS_REQUEST_QUEUES)
 #define FS_WORKERS	  4
-#define FS_POLL_MAX_NS	  50000u
+#define FS_POLL_MAX_NS	  50000u /* the default; MSB_FS_POLL_US overrides it */
+#define FS_POLL_LIMIT_US  100000u
 #define FS_POLL_STEP_NS	  4000u
 
 /* The FUSE headers this device reads or writes itself (fuse(4) wire format). */
@@ -110,6 +111,10 @@ struct fs {
 	_Atomic uint64_t poll_ns;
 	atomic_bool polling;
 	_Atomic uint64_t last_done;
+	uint64_t poll_max_ns; /* the window's limit; 0: never poll */
+	/* Counted for the log line at the end (fs_free). */
+	atomic_ulong n_served, n_polled, n_kicks;
+	const struct msb_host *host;
 	unsigned nworkers;
 	struct fs_worker *workers[FS_WORKERS];
 };
@@ -235,6 +240,8 @@ static bool fs_poll(struct fs *f, struct fs_worker *w)
 		found = fs_any_pending(f);
 	}
 	fs_poll_release(f, w);
+	if (found)
+		atomic_fetch_add_explicit(&f->n_polled, 1, memory_order_relaxed);
 	return found || fs_any_pending(f);
 }
 
@@ -255,6 +262,7 @@ static bool fs_serve_one(struct fs *f, struct fs_worker *w, unsigned q)
 		used = (uint64_t)n > e->write_bytes ? (uint32_t)e->write_bytes : (uint32_t)n;
 	else
 		used = fs_error_reply(e, n);
+	atomic_fetch_add_explicit(&f->n_served, 1, memory_order_relaxed);
 	/* Before the reply is out: the guest's next kick may come at once (fs_adapt). */
 	atomic_store_explicit(&f->last_done, fs_now_ns(), memory_order_relaxed);
 	if (atomic_load(&f->generation) == gen) {
@@ -274,16 +282,17 @@ static void fs_adapt(struct fs *f)
 {
 	uint64_t now = fs_now_ns(),
 		 last = atomic_load_explicit(&f->last_done, memory_order_relaxed);
+	atomic_fetch_add_explicit(&f->n_kicks, 1, memory_order_relaxed);
 	uint64_t gap = UINT64_MAX; /* nothing completed yet */
 	if (last)
 		gap = now > last ? now - last : 0;
 	uint64_t w = atomic_load_explicit(&f->poll_ns, memory_order_relaxed), grown = w * 2;
 	if (grown < FS_POLL_STEP_NS)
 		grown = FS_POLL_STEP_NS;
-	if (gap > FS_POLL_MAX_NS)
+	if (gap > f->poll_max_ns)
 		w = 0;
 	else if (gap > w)
-		w = grown < FS_POLL_MAX_NS ? grown : FS_POLL_MAX_NS;
+		w = grown < f->poll_max_ns ? grown : f->poll_max_ns;
 	atomic_store_explicit(&f->poll_ns, w, memory_order_relaxed);
 }
 
@@ -353,6 +362,11 @@ static void fs_free(struct vdev *d)
 {
 	struct fs *f = (struct fs *)d;
 	fs_stop_workers(f);
+	if (f->host)
+		f->host->log(f->host, MSB_LOG_INFO,
+			     "virtio-fs %.36s: %lu requests, %lu kicks, %lu found while polling",
+			     (const char *)f->cfg.tag, atomic_load(&f->n_served),
+			     atomic_load(&f->n_kicks), atomic_load(&f->n_polled));
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
@@ -381,9 +395,23 @@ int fs_new(struct vm *vm, const struct msb_fs_server *srv, struct vdev **out, st
 	if (tl == 0 || tl >= sizeof(srv->tag))
 		return h->error_set(h, err, -EINVAL,
 				    "virtio-fs: bad tag (expected 1 to 35 bytes, NUL-terminated)");
+	uint64_t poll_max_ns = FS_POLL_MAX_NS;
+	const char *env = getenv("MSB_FS_POLL_US");
+	if (env && *env) {
+		char *end;
+		errno = 0;
+		unsigned long us = strtoul(env, &end, 10);
+		if (errno || *end || end == env || *env == '-' || us > FS_POLL_LIMIT_US)
+			return h->error_set(
+				h, err, -EINVAL,
+				"MSB_FS_POLL_US: expected 0 to %u microseconds, not '%.32s'",
+				FS_POLL_LIMIT_US, env);
+		poll_max_ns = (uint64_t)us * 1000u;
+	}
 	struct fs *f = calloc(1, sizeof(*f));
 	if (!f)
 		return h->error_set(h, err, -ENOMEM, "out of memory");
+	f->poll_max_ns = poll_max_ns;
 	f->srv = *srv;
 	memcpy(f->cfg.tag, srv->tag, tl); /* NUL-padded, not necessarily terminated (5.11.4) */
 	f->cfg.num_request_queues = FS_REQUEST_QUEUES; /* little-endian hosts only, as KVM on x86 */
@@ -408,6 +436,7 @@ int fs_new(struct vm *vm, const struct msb_fs_server *srv, struct vdev **out, st
 		}
 		f->workers[f->nworkers++] = w;
 	}
+	f->host = h; /* the closing log line, for a device that ran */
 	*out = &f->dev;
 	return 0;
 }
