@@ -49,6 +49,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +175,18 @@ static void fm_usage(FILE *to)
 		    "HOSTDIR MOUNTPOINT\n");
 }
 
+/* A whole decimal number in lo..hi. */
+static bool fm_parse_range(const char *arg, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || n < lo || n > hi)
+		return false;
+	*out = n;
+	return true;
+}
+
 /* Arguments: on error one line on stderr and FM_EXIT_USAGE. */
 static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 {
@@ -237,10 +250,8 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 			}
 			break;
 		case 't': {
-			char *end;
-			errno = 0;
-			long n = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || n < 1 || n > FM_MAX_THREADS) {
+			long n;
+			if (!fm_parse_range(optarg, 1, FM_MAX_THREADS, &n)) {
 				fm_err("--threads: expected 1..%d, not '%s'", FM_MAX_THREADS,
 				       optarg);
 				return -1;
@@ -249,10 +260,8 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 			break;
 		}
 		case 'p': {
-			char *end;
-			errno = 0;
-			long n = strtol(optarg, &end, 10);
-			if (errno || *end || end == optarg || n < 0 || n > FM_POLL_MAX_US) {
+			long n;
+			if (!fm_parse_range(optarg, 0, FM_POLL_MAX_US, &n)) {
 				fm_err("--poll-us: expected 0..%d microseconds, not '%s'",
 				       FM_POLL_MAX_US, optarg);
 				return -1;

@@ -282,7 +282,6 @@ static void fs_adapt(struct fs *f)
 {
 	uint64_t now = fs_now_ns(),
 		 last = atomic_load_explicit(&f->last_done, memory_order_relaxed);
-	atomic_fetch_add_explicit(&f->n_kicks, 1, memory_order_relaxed);
 	uint64_t gap = UINT64_MAX; /* nothing completed yet */
 	if (last)
 		gap = now > last ? now - last : 0;
@@ -327,8 +326,10 @@ static void *fs_worker_main(void *arg)
 static void fs_notify(struct vdev *d, unsigned q)
 {
 	(void)q;
-	fs_adapt((struct fs *)d);
-	fs_wake_one((struct fs *)d);
+	struct fs *f = (struct fs *)d;
+	atomic_fetch_add_explicit(&f->n_kicks, 1, memory_order_relaxed);
+	fs_adapt(f);
+	fs_wake_one(f);
 }
 
 static void fs_reset(struct vdev *d)
