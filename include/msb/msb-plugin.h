@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define MSB_PLUGIN_ABI_MAJOR	     1
-#define MSB_PLUGIN_ABI_MINOR	     3
+#define MSB_PLUGIN_ABI_MINOR	     4
 #define MSB_PLUGIN_ABI		     ((uint32_t)((MSB_PLUGIN_ABI_MAJOR << 16) | MSB_PLUGIN_ABI_MINOR))
 #define MSB_PLUGIN_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
 #define MSB_PLUGIN_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
@@ -206,6 +206,7 @@ enum msb_phase {
  * negative errno for a request it cannot parse (the device then fails the
  * request).  It may be called from several threads at once.
  */
+struct msb_fs_ref;
 struct msb_fs_server {
 	uint32_t size;
 	void *ctx;
@@ -213,6 +214,40 @@ struct msb_fs_server {
 		      unsigned out_count);
 	/* The share's mount tag, e.g. "msbfs0"; NUL-terminated, <= 35 bytes. */
 	char tag[36];
+	/*
+	 * ABI 1.4, optional: a reply's payload by reference, for a transport
+	 * that moves file bytes without copying them through its own memory
+	 * (splice(2) into /dev/fuse; docs/storage.md "Replies by reference").
+	 * A module fills these only where the caller's `size` holds them; NULL:
+	 * not offered, use handle().
+	 *
+	 * handle_ref() is handle(), except that it may answer by reference:
+	 * when it returns with ref->fd >= 0, `out` holds the reply's head (the
+	 * returned length), whose fuse_out_header.len already counts ref->len
+	 * more bytes, and the payload is ref->len bytes of ref->fd from
+	 * ref->offset.  Where the file holds fewer (it ended, or shrank), the
+	 * transport sends what it got and lowers the header's len to match (a
+	 * short READ reply means end of file).  If the transport cannot move
+	 * the bytes at all, it may call handle() for the same request instead
+	 * (what takes a reference, READ, changes nothing on the host).  For every
+	 * return with ref->fd >= 0 the transport calls ref_done() once, after
+	 * the last use of ref->fd, which stays the module's (never closed by
+	 * the transport), and before share_close.  Either may be called from
+	 * several threads at once.
+	 */
+	int (*handle_ref)(void *ctx, const struct iovec *in, unsigned in_count,
+			  const struct iovec *out, unsigned out_count, struct msb_fs_ref *ref);
+	void (*ref_done)(void *ctx, struct msb_fs_ref *ref);
+};
+
+/* ABI 1.4: a reply's payload as a byte range of a host file (handle_ref). */
+struct msb_fs_ref {
+	uint32_t size;	 /* the caller's sizeof(); the caller zeroes the rest */
+	uint32_t max;	 /* the caller's: the most payload it can move (more: by value) */
+	int fd;		 /* the module's: the file, or -1 (the whole reply is in out) */
+	uint32_t len;	 /* the module's: the payload's length, at most max */
+	uint64_t offset; /* the module's: where the payload starts in fd */
+	void *token;	 /* the module's own, for ref_done */
 };
 
 /* A network attachment made by a network module, for the hypervisor. */

@@ -147,6 +147,8 @@ struct fsrv_req {
 	const struct iovec *out;
 	unsigned out_count;
 	size_t out_cap;
+	/* handle_ref's: a READ may answer with a byte range of its file (op_read). */
+	struct msb_fs_ref *ref;
 };
 
 /* server.c */
@@ -155,6 +157,9 @@ int fsrv_open(const struct msb_host *host, const struct msb_share *share, struct
 void fsrv_close(struct fsrv *fs);
 int fsrv_handle(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
 		unsigned out_count);
+int fsrv_handle_ref(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
+		    unsigned out_count, struct msb_fs_ref *ref);
+void fsrv_ref_done(void *ctx, struct msb_fs_ref *ref);
 
 /* wire.c */
 size_t fsrv_iov_total(const struct iovec *iov, unsigned n);

@@ -75,9 +75,19 @@ static int storage_share_open(void *inst, const struct msb_share *share, struct 
 			  "openat(O_NOFOLLOW) from its directory; mount points are detected "
 			  "after the open, by mount id (docs/storage.md)");
 	}
-	srv->size = sizeof(*srv);
+	/*
+	 * What the caller's struct holds: a core before ABI 1.4 has no
+	 * handle_ref (and one that left size 0 is taken to be that old).
+	 */
+	uint32_t room =
+		srv->size ? srv->size : (uint32_t)offsetof(struct msb_fs_server, handle_ref);
+	srv->size = sizeof(*srv) < room ? (uint32_t)sizeof(*srv) : room;
 	srv->ctx = fs;
 	srv->handle = fsrv_handle;
+	if (room >= offsetof(struct msb_fs_server, ref_done) + sizeof(srv->ref_done)) {
+		srv->handle_ref = fsrv_handle_ref;
+		srv->ref_done = fsrv_ref_done;
+	}
 	memset(srv->tag, 0, sizeof(srv->tag));
 	memcpy(srv->tag, share->tag, strlen(share->tag));
 	host->log(host, MSB_LOG_DEBUG, "share %s as %s%s, identity %s", share->host_path, srv->tag,
@@ -94,6 +104,10 @@ static void storage_share_close(void *inst, struct msb_fs_server *srv)
 	fsrv_close(srv->ctx);
 	srv->ctx = NULL;
 	srv->handle = NULL;
+	if (srv->size >= offsetof(struct msb_fs_server, ref_done) + sizeof(srv->ref_done)) {
+		srv->handle_ref = NULL;
+		srv->ref_done = NULL;
+	}
 }
 
 static const struct msb_storage_ops storage_ops = {

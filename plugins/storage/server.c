@@ -728,6 +728,25 @@ static int op_read(struct fsrv *fs, struct fsrv_req *r)
 	if (rc < 0)
 		return rc;
 	size_t want = in.size < FSRV_MAX_READ ? in.size : FSRV_MAX_READ;
+	if (r->ref && want <= r->ref->max) {
+		/*
+		 * By reference: the transport moves the bytes from the file
+		 * itself; the handle (and so its fd) stays held until ref_done.
+		 * Never fewer than asked (a short reply means end of file): a
+		 * READ larger than the transport's max is answered by value.
+		 */
+		r->ref->fd = h->fd;
+		r->ref->offset = in.offset;
+		r->ref->len = (uint32_t)want;
+		r->ref->token = h;
+		struct fuse_out_header oh = {
+			.len = (uint32_t)(sizeof(oh) + want),
+			.error = 0,
+			.unique = r->h.unique,
+		};
+		fsrv_iov_write(r->out, r->out_count, 0, &oh, sizeof(oh));
+		return (int)sizeof(oh);
+	}
 	size_t room = r->out_cap - sizeof(struct fuse_out_header);
 	if (want > room)
 		want = room;
@@ -1450,12 +1469,12 @@ static const struct op ops[] = {
 
 /* ---- the entry point ---- */
 
-int fsrv_handle(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
-		unsigned out_count)
+static int serve(struct fsrv *fs, const struct iovec *in, unsigned in_count,
+		 const struct iovec *out, unsigned out_count, struct msb_fs_ref *ref)
 {
-	struct fsrv *fs = ctx;
 	struct fsrv_req r;
 	memset(&r, 0, sizeof(r));
+	r.ref = ref;
 	r.in = in;
 	r.in_count = in_count;
 	r.out = out;
@@ -1516,6 +1535,39 @@ int fsrv_handle(void *ctx, const struct iovec *in, unsigned in_count, const stru
 	if (noreply)
 		return 0;
 	return rc < 0 ? fsrv_reply_err(&r, rc) : rc;
+}
+
+int fsrv_handle(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
+		unsigned out_count)
+{
+	return serve(ctx, in, in_count, out, out_count, NULL);
+}
+
+/*
+ * handle() for a transport that takes a READ's payload by reference (ABI
+ * 1.4): every check is the same, and op_read names its file and range in
+ * *ref instead of reading.  A ref too short to hold its fields, or with a
+ * max of 0, gets every reply by value.
+ */
+int fsrv_handle_ref(void *ctx, const struct iovec *in, unsigned in_count, const struct iovec *out,
+		    unsigned out_count, struct msb_fs_ref *ref)
+{
+	if (!ref || ref->size < offsetof(struct msb_fs_ref, token) + sizeof(ref->token))
+		return serve(ctx, in, in_count, out, out_count, NULL);
+	ref->fd = -1;
+	ref->len = 0;
+	ref->offset = 0;
+	ref->token = NULL;
+	return serve(ctx, in, in_count, out, out_count, ref->max ? ref : NULL);
+}
+
+void fsrv_ref_done(void *ctx, struct msb_fs_ref *ref)
+{
+	if (!ref || !ref->token)
+		return;
+	fsrv_handle_put(ctx, ref->token);
+	ref->token = NULL;
+	ref->fd = -1;
 }
 
 /* ---- share lifecycle ---- */

@@ -3,8 +3,9 @@
  * libFuzzer: the storage module's FUSE server (plugins/storage) — request
  * copy-in, name parsing and every operation — over a scratch share in a temp
  * directory.  The first input bytes choose the share (read-write or
- * read-only), the out buffer's size and how the request is cut into iovecs;
- * the rest is the request.  Every reply must be well formed: its length what
+ * read-only), the out buffer's size, how the request is cut into iovecs and
+ * whether it goes through handle_ref (a READ's payload by reference, then
+ * checked and released); the rest is the request.  Every reply must be well formed: its length what
  * handle returned, within the out buffer, for the request's unique.
  *
  * SETLKW is turned into SETLK: every handle belongs to this one process, and
@@ -123,12 +124,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 	if (size < 4)
 		return 0;
-	/* byte 0: share, segment count, fix len; bytes 1-2: out size; byte 3: out split. */
+	/* byte 0: share, segment count, fix len, by ref; bytes 1-2: out size; byte 3: out split. */
 	struct fsrv *fs = shares[data[0] & 1];
 	unsigned nseg = 1 + ((data[0] >> 1) & 7);
 	size_t outcap = ((size_t)data[1] | (size_t)data[2] << 8) % OUT_MAX;
 	size_t outcut = data[3] % (outcap + 1);
 	int fix_len = data[0] & 0x10;
+	int by_ref = data[0] & 0x20;
 	data += 4;
 	size -= 4;
 	/* The next nseg - 1 bytes are segment lengths; the rest is the request. */
@@ -163,7 +165,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Two out buffers with a gap between them. */
 	struct iovec o[2] = {{out, outcut}, {out + outcut + 16, outcap - outcut}};
 	size_t cap = o[0].iov_len + o[1].iov_len;
-	int rc = fsrv_handle(fs, in, n, o, 2);
+	/* Bit 5: through handle_ref (ABI 1.4), which may name a READ's payload. */
+	struct msb_fs_ref ref = {.size = sizeof(ref), .max = (uint32_t)outcap, .fd = -1};
+	int rc = by_ref ? fsrv_handle_ref(fs, in, n, o, 2, &ref) : fsrv_handle(fs, in, n, o, 2);
+	if (ref.fd >= 0) {
+		struct fuse_out_header oh;
+		if (rc != (int)sizeof(oh) || ref.len > ref.max || !ref.token ||
+		    fsrv_iov_read(o, 2, 0, &oh, sizeof(oh)) != sizeof(oh) || oh.error ||
+		    oh.len != sizeof(oh) + ref.len || fcntl(ref.fd, F_GETFD) < 0)
+			abort();
+		fsrv_ref_done(fs, &ref);
+		if (ref.fd != -1 || ref.token)
+			abort();
+		rc = 0;
+	}
 	if (rc > 0) {
 		struct fuse_out_header oh;
 		struct fuse_in_header h;

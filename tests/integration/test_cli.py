@@ -289,7 +289,7 @@ class Cli(unittest.TestCase):
             self.assertIn(flag, r.stdout)
         r = run("version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.3\)$")
+        self.assertRegex(r.stdout, r"^msb \d+\.\d+\.\d+ \(plugin ABI 1\.4\)$")
         self.assertEqual(run().returncode, 2)
 
     def test_plugins_lists_loaded_and_refused(self):
@@ -304,8 +304,8 @@ class Cli(unittest.TestCase):
                    ("secrets", "tls-intercept"), ("hypervisor", "fx-good")]:
             self.assertIn(kn, names)
         expect = {
-            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.3"],
-            "fx-newer-minor.so": ["fx-minor", "ABI 1.6", "ABI 1.3"],
+            "fx-bad-major.so": ["fx-major", "ABI 2.0", "ABI 1.4"],
+            "fx-newer-minor.so": ["fx-minor", "ABI 1.7", "ABI 1.4"],
             "fx-size-big.so": ["fx-big", "larger than"],
             "fx-size-small.so": ["fx-small", "too small"],
             "fx-garbage.so": ["not a loadable module"],

@@ -6,7 +6,7 @@
  *
  *   msb-fusemount [--ro] [--identity strict|off] [--locks guest|host]
  *                 [--no-openat2] [--threads N] [--transport auto|uring|dev]
- *                 [--poll-us N] [--verbose] HOSTDIR MOUNTPOINT
+ *                 [--poll-us N] [--no-splice] [--verbose] HOSTDIR MOUNTPOINT
  *
  * The module is loaded the way the supervisor loads it (registry, instance,
  * share_open), and each FUSE request read from /dev/fuse is handed to
@@ -32,6 +32,14 @@
  *
  * --poll-us N (0..1000, default 50): over /dev/fuse, the longest the reader
  * polls for the next request before it sleeps (fm_read_request); 0 never.
+ *
+ * READ replies over /dev/fuse take the server's payload by reference (ABI
+ * 1.4 handle_ref) and splice(2) it from the host file into the device
+ * through two pipes, so file bytes are copied once (into the client's page
+ * cache) instead of twice (into our buffer, then out of it): as a sandbox's
+ * virtio-fs device, whose server reads straight into guest memory
+ * (fm_send_ref).  --no-splice answers every READ by value.  With --verbose,
+ * a by-reference reply's log line ends in " ref N" (the reference's length).
  *
  * Exit: 0 after SIGTERM/SIGINT or an unmount from outside; 1 for a setup
  * failure (one line on stderr); 2 for bad arguments; 3 fd leak; 4 anomalies.
@@ -102,6 +110,7 @@ struct fm_opts {
 	uint32_t identity;
 	uint32_t locks;
 	int no_openat2;
+	int no_splice;
 	int threads;
 	int verbose;
 	uint32_t poll_us; /* --poll-us: the longest a /dev/fuse reader polls */
@@ -171,7 +180,7 @@ static void fm_usage(FILE *to)
 {
 	fprintf(to, "usage: msb-fusemount [--ro] [--identity strict|off] [--locks guest|host] "
 		    "[--no-openat2] [--threads N] [--transport auto|uring|dev] [--poll-us N] "
-		    "[--verbose] "
+		    "[--no-splice] [--verbose] "
 		    "HOSTDIR MOUNTPOINT\n");
 }
 
@@ -198,6 +207,7 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 		{"threads", required_argument, NULL, 't'},
 		{"transport", required_argument, NULL, 'T'},
 		{"poll-us", required_argument, NULL, 'p'},
+		{"no-splice", no_argument, NULL, 'S'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -269,6 +279,9 @@ static int fm_parse_args(int argc, char **argv, struct fm_opts *o)
 			o->poll_us = (uint32_t)n;
 			break;
 		}
+		case 'S':
+			o->no_splice = 1;
+			break;
 		case 'v':
 			o->verbose = 1;
 			break;
@@ -445,8 +458,158 @@ static void fm_check_init(struct fm *fm, const uint8_t *out, size_t len)
 	fm_init_done(fm, 1);
 }
 
+/*
+ * A worker's two pipes for READ replies by reference: `data` takes the
+ * payload from the host file, `msg` the whole reply (header, then the
+ * payload moved over from `data`), which goes to /dev/fuse in one splice.
+ * Both are non-blocking, sized for the largest reply, and empty between
+ * requests.  fd -1: this worker answers by value.
+ */
+struct fm_pipes {
+	int data[2], msg[2];
+	uint32_t max; /* the largest payload they hold, at any file offset */
+};
+
+/*
+ * Room for a header and FM_MAX_IO bytes at any offset: 2 MiB once rounded.
+ * Without CAP_SYS_RESOURCE a pipe grows only to fs.pipe-max-size (1 MiB by
+ * default); its largest READs then go by value.
+ */
+#define FM_PIPE_SIZE (FM_MAX_IO + 2 * 4096)
+
+static void fm_pipes_close(struct fm_pipes *p)
+{
+	for (int i = 0; i < 2; i++) {
+		if (p->data[i] >= 0)
+			close(p->data[i]);
+		if (p->msg[i] >= 0)
+			close(p->msg[i]);
+		p->data[i] = p->msg[i] = -1;
+	}
+}
+
+/* fs.pipe-max-size: as large as a pipe grows without CAP_SYS_RESOURCE. */
+static int fm_pipe_max_size(void)
+{
+	int n = 0;
+	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
+	if (f) {
+		if (fscanf(f, "%d", &n) != 1)
+			n = 0;
+		fclose(f);
+	}
+	return n;
+}
+
+static void fm_pipes_open(struct fm *fm, struct fm_pipes *p)
+{
+	p->data[0] = p->data[1] = p->msg[0] = p->msg[1] = -1;
+	if (fm->opt.no_splice || !fm->srv.handle_ref || !fm->srv.ref_done)
+		return;
+	int size = -1;
+	if (pipe2(p->data, O_NONBLOCK | O_CLOEXEC) == 0 &&
+	    pipe2(p->msg, O_NONBLOCK | O_CLOEXEC) == 0) {
+		size = fcntl(p->data[1], F_SETPIPE_SZ, FM_PIPE_SIZE);
+		if (size < 0 && errno == EPERM)
+			size = fcntl(p->data[1], F_SETPIPE_SZ, fm_pipe_max_size());
+		if (size > 0 && fcntl(p->msg[1], F_SETPIPE_SZ, size) != size)
+			size = -1;
+	}
+	/* One page for the header, one for a payload that starts mid-page. */
+	if (size <= 2 * 4096) {
+		fm_err("pipes for READ replies by reference: %s (answering by value)",
+		       size < 0 ? strerror(errno) : "too small");
+		fm_pipes_close(p);
+		return;
+	}
+	p->max = (uint32_t)size - 2 * 4096;
+}
+
+/* Empty a pipe after a reply that did not go out whole. */
+static void fm_pipe_drain(int fd, uint8_t *scratch)
+{
+	while (read(fd, scratch, FM_OUT_BUF) > 0)
+		;
+}
+
+/*
+ * A READ answered by reference: the payload goes from the server's file
+ * into `data` (page references, no copy), the header into `msg`, the
+ * payload after it, and `msg` into /dev/fuse, where the kernel copies it
+ * once into the reader's pages.  Returns 1 when the request is answered
+ * (or gone), 0 when the bytes could not be moved and the caller should ask
+ * for the reply by value; nothing is left in either pipe.
+ */
+static int fm_send_ref(struct fm *fm, struct fm_pipes *p, const struct fuse_in_header *ih,
+		       uint8_t *out, int r, const struct msb_fs_ref *ref)
+{
+	struct fuse_out_header oh;
+	if (r != (int)sizeof(oh) || ref->len > p->max) {
+		fm_anomaly(fm, "handle_ref() returned a %d-byte head and %u bytes by reference", r,
+			   ref->len);
+		fm_reply_error(fm, ih->unique, -EIO);
+		return 1;
+	}
+	memcpy(&oh, out, sizeof(oh));
+	if (oh.len != sizeof(oh) + ref->len || oh.unique != ih->unique || oh.error != 0) {
+		fm_anomaly(fm,
+			   "a reply by reference (len %u, error %d, unique %llu) does not "
+			   "match its %u bytes or its request (unique %llu)",
+			   oh.len, oh.error, (unsigned long long)oh.unique, ref->len,
+			   (unsigned long long)ih->unique);
+		fm_reply_error(fm, ih->unique, -EIO);
+		return 1;
+	}
+	loff_t off = (loff_t)ref->offset;
+	size_t got = 0;
+	while (got < ref->len) {
+		ssize_t k =
+			splice(ref->fd, &off, p->data[1], NULL, ref->len - got, SPLICE_F_NONBLOCK);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			/* A file splice cannot read, or a full pipe: by value. */
+			fm_pipe_drain(p->data[0], out);
+			return 0;
+		}
+		if (k == 0)
+			break; /* end of file: a short reply */
+		got += (size_t)k;
+	}
+	oh.len = (uint32_t)(sizeof(oh) + got);
+	size_t moved = 0;
+	ssize_t k = write(p->msg[1], &oh, sizeof(oh));
+	while (k == (ssize_t)sizeof(oh) && moved < got) {
+		ssize_t m =
+			splice(p->data[0], NULL, p->msg[1], NULL, got - moved, SPLICE_F_NONBLOCK);
+		if (m < 0 && errno == EINTR)
+			continue;
+		if (m <= 0)
+			break;
+		moved += (size_t)m;
+	}
+	if (k != (ssize_t)sizeof(oh) || moved < got) {
+		fm_pipe_drain(p->data[0], out);
+		fm_pipe_drain(p->msg[0], out);
+		return 0;
+	}
+	do
+		k = splice(p->msg[0], NULL, fm->fuse_fd, NULL, oh.len, 0);
+	while (k < 0 && errno == EINTR);
+	if (k == (ssize_t)oh.len)
+		return 1;
+	fm_pipe_drain(p->msg[0], out);
+	/* ENOENT: the request was interrupted and is gone; not an error. */
+	if (k < 0 && errno == ENOENT)
+		return 1;
+	fm_anomaly(fm, "the kernel refused a READ reply by reference (%u bytes): %s", oh.len,
+		   k < 0 ? strerror(errno) : "a short splice");
+	fm_reply_error(fm, ih->unique, -EIO);
+	return 1;
+}
+
 /* One request: hand it to the server, write what it answers. */
-static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out)
+static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out, struct fm_pipes *p)
 {
 	if (n < sizeof(struct fuse_in_header)) {
 		fm_anomaly(fm, "a %zu-byte read from /dev/fuse", n);
@@ -456,7 +619,24 @@ static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out)
 	memcpy(&ih, in, sizeof(ih));
 	struct iovec iv_in = {.iov_base = in, .iov_len = n};
 	struct iovec iv_out = {.iov_base = out, .iov_len = FM_OUT_BUF};
-	int r = fm->srv.handle(fm->srv.ctx, &iv_in, 1, &iv_out, 1);
+	int r;
+	if (ih.opcode == FUSE_READ && p && p->data[0] >= 0) {
+		struct msb_fs_ref ref = {.size = sizeof(ref), .max = p->max, .fd = -1};
+		r = fm->srv.handle_ref(fm->srv.ctx, &iv_in, 1, &iv_out, 1, &ref);
+		if (ref.fd >= 0) {
+			int sent = fm_send_ref(fm, p, &ih, out, r, &ref);
+			fm->srv.ref_done(fm->srv.ctx, &ref);
+			if (fm->opt.verbose && sent)
+				fm_err("op %u nodeid %llu unique %llu -> %d ref %u", ih.opcode,
+				       (unsigned long long)ih.nodeid, (unsigned long long)ih.unique,
+				       r, ref.len);
+			if (sent)
+				return;
+			r = fm->srv.handle(fm->srv.ctx, &iv_in, 1, &iv_out, 1);
+		}
+	} else {
+		r = fm->srv.handle(fm->srv.ctx, &iv_in, 1, &iv_out, 1);
+	}
 	if (fm->opt.verbose)
 		fm_err("op %u nodeid %llu unique %llu -> %d", ih.opcode,
 		       (unsigned long long)ih.nodeid, (unsigned long long)ih.unique, r);
@@ -633,6 +813,8 @@ static void *fm_worker(void *arg)
 		kill(getpid(), SIGUSR2);
 		return NULL;
 	}
+	struct fm_pipes pipes;
+	fm_pipes_open(fm, &pipes);
 	pthread_mutex_lock(&fm->pool_lock);
 	while (fm_take_reader(fm)) {
 		pthread_mutex_unlock(&fm->pool_lock);
@@ -659,10 +841,11 @@ static void *fm_worker(void *arg)
 		pthread_mutex_unlock(&fm->pool_lock);
 		if (e)
 			fm_err("pthread_create: %s (serving with fewer workers)", strerror(e));
-		fm_serve_one(fm, in, (size_t)n, out);
+		fm_serve_one(fm, in, (size_t)n, out, &pipes);
 		pthread_mutex_lock(&fm->pool_lock);
 	}
 	pthread_mutex_unlock(&fm->pool_lock);
+	fm_pipes_close(&pipes);
 	free(in);
 	free(out);
 	return NULL;

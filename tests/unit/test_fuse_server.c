@@ -187,6 +187,7 @@ static void open_share(struct fx *f, int read_only, uint32_t identity)
 		.locks = f->locks,
 	};
 	memset(&f->srv, 0, sizeof(f->srv));
+	f->srv.size = sizeof(f->srv);
 	int rc = f->ops->share_open(f->inst, &share, &f->srv, &err);
 	if (rc != 0 && in_child)
 		fprintf(stderr, "share_open: %s\n", err.msg);
@@ -629,6 +630,117 @@ static void test_lock_modes(void **state)
 	EXPECT_EQ(f.ops->share_open(f.inst, &bad, &f.srv, &err), -EINVAL);
 	EXPECT(strstr(err.msg, "lock mode") != NULL);
 	d->destroy(f.inst);
+	rm_tree(&f);
+}
+
+/* ---- READ replies by reference (ABI 1.4 handle_ref) ---- */
+
+/* A READ through handle_ref; returns handle_ref's result, the reply head in outbuf. */
+static int read_ref(struct fx *f, uint64_t fh, uint64_t off, uint32_t size, struct msb_fs_ref *ref)
+{
+	struct fuse_read_in in = {.fh = fh, .offset = off, .size = size};
+	struct iovec iv = {reqbuf, build(f, FUSE_READ, 1, &in, sizeof(in), NULL, 0, NULL, 0)};
+	struct iovec out = {outbuf, sizeof(outbuf)};
+	memset(outbuf, 0xa5, 64);
+	return f->srv.handle_ref(f->srv.ctx, &iv, 1, &out, 1, ref);
+}
+
+static void test_read_by_ref(void **state)
+{
+	(void)state;
+	struct fx f = {0};
+	make_tree(&f);
+	open_share(&f, 0, MSB_SHARE_IDENTITY_STRICT);
+	EXPECT(f.srv.handle_ref != NULL && f.srv.ref_done != NULL);
+	EXPECT_EQ(f.srv.size, sizeof(f.srv));
+	do_init(&f);
+	uint64_t hello = node(&f, 1, "hello.txt"), fh = 0;
+	EXPECT_EQ(fopen_(&f, hello, O_RDONLY, &fh), 0);
+
+	/* The head names the payload's length; the payload is the file's range. */
+	struct msb_fs_ref ref = {.size = sizeof(ref), .max = 4096};
+	EXPECT_EQ(read_ref(&f, fh, 7, 5, &ref), sizeof(struct fuse_out_header));
+	struct fuse_out_header oh;
+	memcpy(&oh, outbuf, sizeof(oh));
+	EXPECT_EQ(oh.len, sizeof(oh) + 5);
+	EXPECT_EQ(oh.error, 0);
+	EXPECT_EQ(oh.unique, f.unique);
+	EXPECT(ref.fd >= 0);
+	EXPECT_EQ(ref.offset, 7);
+	EXPECT_EQ(ref.len, 5);
+	char buf[16] = {0};
+	EXPECT_EQ(pread(ref.fd, buf, 5, (off_t)ref.offset), 5);
+	EXPECT(memcmp(buf, "world", 5) == 0);
+	/* A RELEASE meanwhile: the fd stays the transport's to use until ref_done. */
+	int fd = ref.fd;
+	EXPECT_EQ(release(&f, FUSE_RELEASE, fh), 0);
+	EXPECT_EQ(fread_(&f, fh, 0, 10), -EBADF);
+	EXPECT_EQ(pread(fd, buf, 5, 0), 5);
+	f.srv.ref_done(f.srv.ctx, &ref);
+	EXPECT_EQ(ref.fd, -1);
+	EXPECT_EQ(fcntl(fd, F_GETFD), -1); /* closed with the handle */
+
+	/* What goes by value: more than max, max 0, a short ref, other requests, errors. */
+	EXPECT_EQ(fopen_(&f, hello, O_RDONLY, &fh), 0);
+	struct msb_fs_ref small = {.size = sizeof(small), .max = 4};
+	int r = read_ref(&f, fh, 0, 13, &small);
+	EXPECT_EQ(small.fd, -1);
+	EXPECT_EQ(r, sizeof(oh) + 13);
+	EXPECT(memcmp(outbuf + sizeof(oh), "hello, world\n", 13) == 0);
+	struct msb_fs_ref zero = {.size = sizeof(zero), .max = 0};
+	EXPECT_EQ(read_ref(&f, fh, 0, 5, &zero), sizeof(oh) + 5);
+	EXPECT_EQ(zero.fd, -1);
+	struct msb_fs_ref shortref = {.size = offsetof(struct msb_fs_ref, token), .max = 4096};
+	EXPECT_EQ(read_ref(&f, fh, 0, 5, &shortref), sizeof(oh) + 5);
+	EXPECT_EQ(shortref.fd, 0); /* not even written */
+	struct msb_fs_ref other = {.size = sizeof(other), .max = 4096, .fd = 77};
+	struct fuse_getattr_in gin;
+	memset(&gin, 0, sizeof(gin));
+	struct iovec iv = {reqbuf,
+			   build(&f, FUSE_GETATTR, hello, &gin, sizeof(gin), NULL, 0, NULL, 0)};
+	struct iovec out = {outbuf, sizeof(outbuf)};
+	EXPECT_EQ(f.srv.handle_ref(f.srv.ctx, &iv, 1, &out, 1, &other),
+		  sizeof(oh) + sizeof(struct fuse_attr_out));
+	EXPECT_EQ(other.fd, -1);
+	struct msb_fs_ref bad = {.size = sizeof(bad), .max = 4096};
+	EXPECT_EQ(read_ref(&f, fh + 1000, 0, 5, &bad), sizeof(oh));
+	memcpy(&oh, outbuf, sizeof(oh));
+	EXPECT_EQ(oh.error, -EBADF);
+	EXPECT_EQ(bad.fd, -1);
+	EXPECT_EQ(release(&f, FUSE_RELEASE, fh), 0);
+	close_share(&f);
+	EXPECT(f.srv.handle_ref == NULL);
+
+	/* On a read-only share the file behind a reference is read-only too. */
+	open_share(&f, 1, MSB_SHARE_IDENTITY_STRICT);
+	do_init(&f);
+	hello = node(&f, 1, "hello.txt");
+	EXPECT_EQ(fopen_(&f, hello, O_RDWR, &fh), -EROFS);
+	EXPECT_EQ(fopen_(&f, hello, O_RDONLY, &fh), 0);
+	struct msb_fs_ref ro = {.size = sizeof(ro), .max = 4096};
+	EXPECT_EQ(read_ref(&f, fh, 0, 5, &ro), sizeof(oh));
+	EXPECT(ro.fd >= 0);
+	EXPECT_EQ(fcntl(ro.fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+	EXPECT_EQ(pwrite(ro.fd, "x", 1, 0), -1);
+	f.srv.ref_done(f.srv.ctx, &ro);
+	EXPECT_EQ(release(&f, FUSE_RELEASE, fh), 0);
+	close_share(&f);
+
+	/* A caller from before ABI 1.4 (a struct that ends at tag) gets no handle_ref. */
+	struct msb_share share = {
+		.size = sizeof(share), .host_path = f.root, .guest_path = "/mnt", .tag = "msbfs0"};
+	struct msb_fs_server old;
+	memset(&old, 0, sizeof(old));
+	old.size = offsetof(struct msb_fs_server, handle_ref);
+	old.handle_ref = (void *)1; /* past the caller's end: must stay untouched */
+	struct msb_error err = MSB_ERROR_INIT;
+	EXPECT_EQ(f.ops->share_open(f.inst, &share, &old, &err), 0);
+	EXPECT(old.handle != NULL);
+	EXPECT_EQ(old.size, offsetof(struct msb_fs_server, handle_ref));
+	EXPECT(old.handle_ref == (void *)1);
+	old.handle_ref = NULL;
+	f.ops->share_close(f.inst, &old);
+	msb_plugin_entry_v1()->destroy(f.inst);
 	rm_tree(&f);
 }
 
@@ -1976,7 +2088,7 @@ int main(void)
 		cmocka_unit_test(test_identity_cache), cmocka_unit_test(test_identity_unprivileged),
 		cmocka_unit_test(test_identity_off),   cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_no_fd_leak),     cmocka_unit_test(test_fd_exhaustion),
-		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_threads),	       cmocka_unit_test(test_read_by_ref),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,8 +68,8 @@ static void test_refusals(void **state)
 {
 	(void)state;
 	/* Version errors name the module and both versions. */
-	REFUSED("fx-bad-major.so", "\"fx-major\"", "ABI 2.0", "ABI 1.3", "major");
-	REFUSED("fx-newer-minor.so", "\"fx-minor\"", "ABI 1.6", "ABI 1.3", "newer");
+	REFUSED("fx-bad-major.so", "\"fx-major\"", "ABI 2.0", "ABI 1.4", "major");
+	REFUSED("fx-newer-minor.so", "\"fx-minor\"", "ABI 1.7", "ABI 1.4", "newer");
 	REFUSED("fx-size-small.so", "\"fx-small\"", "too small");
 	REFUSED("fx-size-big.so", "\"fx-big\"", "larger than");
 	REFUSED("fx-no-create.so", "\"fx-nocreate\"", "'create'");
