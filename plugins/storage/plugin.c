@@ -55,6 +55,13 @@ static void raise_nofile(const struct msb_host *host)
 			  (unsigned long long)old, (unsigned long long)rl.rlim_max);
 }
 
+/* Whether a caller's msb_fs_server of `size` bytes holds ABI 1.4's handle_ref and ref_done. */
+static int srv_holds_ref(uint32_t size)
+{
+	return size >= offsetof(struct msb_fs_server, ref_done) +
+			       sizeof(((struct msb_fs_server *)0)->ref_done);
+}
+
 static int storage_share_open(void *inst, const struct msb_share *share, struct msb_fs_server *srv,
 			      struct msb_error *err)
 {
@@ -84,7 +91,7 @@ static int storage_share_open(void *inst, const struct msb_share *share, struct 
 	srv->size = sizeof(*srv) < room ? (uint32_t)sizeof(*srv) : room;
 	srv->ctx = fs;
 	srv->handle = fsrv_handle;
-	if (room >= offsetof(struct msb_fs_server, ref_done) + sizeof(srv->ref_done)) {
+	if (srv_holds_ref(room)) {
 		srv->handle_ref = fsrv_handle_ref;
 		srv->ref_done = fsrv_ref_done;
 	}
@@ -104,7 +111,7 @@ static void storage_share_close(void *inst, struct msb_fs_server *srv)
 	fsrv_close(srv->ctx);
 	srv->ctx = NULL;
 	srv->handle = NULL;
-	if (srv->size >= offsetof(struct msb_fs_server, ref_done) + sizeof(srv->ref_done)) {
+	if (srv_holds_ref(srv->size)) {
 		srv->handle_ref = NULL;
 		srv->ref_done = NULL;
 	}

@@ -5,8 +5,9 @@
  * directory.  The first input bytes choose the share (read-write or
  * read-only), the out buffer's size, how the request is cut into iovecs and
  * whether it goes through handle_ref (a READ's payload by reference, then
- * checked and released); the rest is the request.  Every reply must be well formed: its length what
- * handle returned, within the out buffer, for the request's unique.
+ * checked and released); the rest is the request.  Every reply must be well
+ * formed: its length what handle returned, within the out buffer, for the
+ * request's unique.
  *
  * SETLKW is turned into SETLK: every handle belongs to this one process, and
  * a blocking lock against another of its own handles would wait forever.

@@ -620,7 +620,7 @@ static void fm_serve_one(struct fm *fm, uint8_t *in, size_t n, uint8_t *out, str
 	struct iovec iv_in = {.iov_base = in, .iov_len = n};
 	struct iovec iv_out = {.iov_base = out, .iov_len = FM_OUT_BUF};
 	int r;
-	if (ih.opcode == FUSE_READ && p && p->data[0] >= 0) {
+	if (ih.opcode == FUSE_READ && p->data[0] >= 0) {
 		struct msb_fs_ref ref = {.size = sizeof(ref), .max = p->max, .fd = -1};
 		r = fm->srv.handle_ref(fm->srv.ctx, &iv_in, 1, &iv_out, 1, &ref);
 		if (ref.fd >= 0) {
